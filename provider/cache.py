@@ -1,0 +1,96 @@
+"""Caches: immutable content by digest (bounded by bytes), tag resolutions and verdicts (bounded by TTL and
+count), and in-flight sharing so concurrent requests for one subject run one verification."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from cachetools import LRUCache, TTLCache
+
+from provider import metrics
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class ContentCache:
+    """Digest-addressed bytes (manifests and blobs). Safe to share: content never changes for a digest."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._cache: LRUCache[str, bytes] | None = LRUCache(maxsize=max_bytes, getsizeof=len) if max_bytes > 0 else None
+
+    def get(self, digest: str) -> bytes | None:
+        if self._cache is None:
+            return None
+        value = self._cache.get(digest)
+        metrics.CACHE_EVENTS.labels("content", "hit" if value is not None else "miss").inc()
+        return value
+
+    def put(self, digest: str, data: bytes) -> None:
+        if self._cache is not None and len(data) <= self._cache.maxsize:
+            self._cache[digest] = data
+
+
+class TTLMap(Generic[K, V]):
+    """A bounded TTL map; ``ttl <= 0`` or ``max_entries == 0`` disables it."""
+
+    def __init__(self, name: str, max_entries: int, ttl: float, timer: Callable[[], float]) -> None:
+        self.name = name
+        self._cache: TTLCache[K, V] | None = (
+            TTLCache(maxsize=max_entries, ttl=ttl, timer=timer) if ttl > 0 and max_entries > 0 else None
+        )
+
+    def get(self, key: K) -> V | None:
+        if self._cache is None:
+            return None
+        value = self._cache.get(key)
+        metrics.CACHE_EVENTS.labels(self.name, "hit" if value is not None else "miss").inc()
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        if self._cache is not None:
+            self._cache[key] = value
+
+    def clear(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
+
+    def __len__(self) -> int:
+        return 0 if self._cache is None else len(self._cache)
+
+
+class SingleFlight(Generic[K, V]):
+    """Runs one computation per key at a time; concurrent callers await the same task.
+
+    The task is shielded: a caller that gives up (its request deadline passed) does not cancel the work,
+    so the result still lands in the cache for the next request.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[K, asyncio.Task[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def run(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
+        task = self._tasks.get(key)
+        if task is None:
+            task = asyncio.ensure_future(compute())
+            self._tasks[key] = task
+            task.add_done_callback(functools.partial(self._forget, key))
+        return await asyncio.shield(task)
+
+    def _forget(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+        if not task.cancelled():
+            task.exception()
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,120 @@
+"""``referee``: serve the provider, verify images the way admission will, check configuration.
+
+Exit codes of ``verify``: 0 every image allowed, 1 any image denied or undecidable, 2 configuration or usage
+error. ``config check`` exits 2 with one ``path: message`` line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from provider import __version__, logs
+from provider.config import Config, load_config
+from provider.errors import ConfigError
+from provider.executor import Engine, Outcome
+from provider.stores.base import StoreSpec
+from provider.stores.oci_layout import LayoutParams
+
+EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 on usage errors, as documented
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="referee", description="Gatekeeper external-data provider for OCI supply-chain evidence")
+    parser.add_argument("--version", action="version", version=f"referee {__version__}")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    serve = sub.add_parser("serve", help="run the HTTPS provider")
+    serve.add_argument("--config", required=True, help="configuration file (YAML)")
+    verify = sub.add_parser("verify", help="print the verdicts admission would give")
+    verify.add_argument("--config", required=True, help="configuration file (YAML)")
+    verify.add_argument("--layout", help="verify from this OCI image layout directory instead of registries")
+    verify.add_argument("--output", choices=("text", "json"), default="text")
+    verify.add_argument("refs", nargs="+", metavar="REF", help="image references")
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    check = config_sub.add_parser("check", help="validate a configuration file")
+    check.add_argument("file")
+    return parser
+
+
+def _with_layout(config: Config, layout: str) -> Config:
+    path = Path(layout).resolve()
+    if not (path / "oci-layout").is_file():
+        raise ConfigError([f"--layout: {layout} is not an OCI image layout (no oci-layout file)"])
+    store = StoreSpec(name=f"layout:{path}", type="oci-layout", scopes=("*",), params=LayoutParams(str(path)))
+    return dataclasses.replace(config, stores=(store,))
+
+
+def _print_text(outcomes: Sequence[Outcome]) -> None:
+    for o in outcomes:
+        if o.verdict is not None:
+            v = o.verdict
+            print(f"{'ALLOWED' if v.allowed else 'DENIED '} {o.key}  ({v.digest})")
+            print(f"  reason: {v.decision.reason}")
+            for a in v.artifacts:
+                mark = "ok  " if a.succeeded else "fail"
+                print(f"  [{mark}] {a.verifier} {a.artifact_type} {a.digest[:19]}: {a.reason}")
+                for n in a.nested:
+                    print(f"      [{'ok  ' if n.succeeded else 'fail'}] {n.verifier} {n.artifact_type}: {n.reason}")
+        else:
+            print(f"ERROR   {o.key}\n  {o.error}")
+
+
+async def _verify(config: Config, refs: Sequence[str], output: str) -> int:
+    engine = Engine(config)
+    try:
+        outcomes = list(await asyncio.gather(*(engine.verify_key(r) for r in refs)))
+    finally:
+        await engine.close()
+    if output == "json":
+        doc = [
+            {"key": o.key, "value": o.verdict.to_json()} if o.verdict else {"key": o.key, "error": str(o.error)}
+            for o in outcomes
+        ]
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_text(outcomes)
+    return EXIT_OK if all(o.verdict is not None and o.verdict.allowed for o in outcomes) else EXIT_DENIED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure(args.log_level, json_output=args.command == "serve")
+    try:
+        if args.command == "config":
+            config = load_config(args.file)
+            print(
+                f"{args.file}: OK (generation {config.generation}; {len(config.verifiers)} verifiers, "
+                f"{len(config.stores)} stores, policy {config.policy.type})"
+            )
+            return EXIT_OK
+        config = load_config(args.config)
+        if args.command == "verify":
+            if args.layout:
+                config = _with_layout(config, args.layout)
+            return asyncio.run(_verify(config, args.refs, args.output))
+        from provider.server.app import serve
+
+        asyncio.run(serve(args.config))
+        return EXIT_OK
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,453 @@
+"""Configuration: one YAML file for ``referee serve`` and ``referee verify``, parsed once into frozen objects.
+
+Every problem is reported with its path (``verifiers[1].keys[0]: not a PEM public key``). YAML keys are
+camelCase; attributes are snake_case; the conversion happens only in :mod:`provider.confignode`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import json
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provider.confignode import Node, Problems, Secret
+from provider.errors import ConfigError
+from provider.policies.base import PolicySpec, policy_types
+from provider.stores.base import StoreSpec, store_types
+from provider.verifiers.base import VerifierSpec, verifier_types
+
+API_VERSION = "referee.dev/v1alpha1"
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    username: str | None = None
+    password: Secret | None = None
+    identity_token: Secret | None = None
+    registry_token: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryHostConfig:
+    host: str
+    plain_http: bool = False
+    ca_pem: bytes | None = None
+    credentials: Credentials | None = None
+    max_concurrency: int | None = None
+    referrers_api: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class RegistriesConfig:
+    allow: tuple[str, ...] = ()
+    hosts: tuple[RegistryHostConfig, ...] = ()
+    docker_credentials: dict[str, Credentials] = field(default_factory=dict)
+    credential_helpers: frozenset[str] = frozenset()
+    max_concurrency: int = 16
+    request_timeout: float = 5.0
+    max_attempts: int = 3
+    referrers_api_memory: float = 3600.0
+    cosign_legacy_tags: bool = True
+
+    def host_config(self, host: str) -> RegistryHostConfig:
+        for h in self.hosts:
+            if h.host == host:
+                return h
+        return RegistryHostConfig(host=host)
+
+    def is_allowed(self, registry: str, repository: str) -> bool:
+        return matches_any(self.allow, registry, repository)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None
+    client_auth: str = "require"
+    allowed_client_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    address: str = "0.0.0.0"  # noqa: S104 - a pod serves on all interfaces
+    port: int = 8443
+    health_address: str = "0.0.0.0"  # noqa: S104
+    health_port: int = 8080
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    provider_timeout: float = 3.0
+    deadline_margin: float = 0.1
+    mutate_provider_timeout: float = 1.0
+    mutate_deadline_margin: float = 0.05
+    mutate_keep_tag: bool = False
+    max_keys: int = 1000
+    max_body_bytes: int = 1024 * 1024
+    reload_interval: float = 5.0
+    keepalive_timeout: float = 120.0
+    shutdown_grace: float = 10.0
+
+    @property
+    def verify_deadline(self) -> float:
+        return max(0.05, self.provider_timeout - self.deadline_margin)
+
+    @property
+    def mutate_deadline(self) -> float:
+        return max(0.05, self.mutate_provider_timeout - self.mutate_deadline_margin)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    verdict_ttl: float = 300.0
+    verdict_max_entries: int = 10000
+    tag_ttl: float = 10.0
+    tag_max_entries: int = 10000
+    content_max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    max_blob_bytes: int = 16 * 1024 * 1024
+    max_referrers: int = 64
+    max_referrer_pages: int = 10
+    max_nested_depth: int = 1
+    nested_artifact_types: frozenset[str] = frozenset()
+    verification_timeout: float = 10.0
+    max_concurrent_verifications: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    registries: RegistriesConfig
+    stores: tuple[StoreSpec, ...]
+    verifiers: tuple[VerifierSpec, ...]
+    policy: PolicySpec
+    server: ServerConfig
+    cache: CacheConfig
+    limits: LimitsConfig
+    generation: str
+    source: str | None = None
+
+    def verifier(self, name: str) -> VerifierSpec | None:
+        return next((v for v in self.verifiers if v.name == name), None)
+
+
+def matches_any(patterns: tuple[str, ...], registry: str, repository: str) -> bool:
+    """Glob patterns matched against ``registry`` (no ``/`` in the pattern) or ``registry/repository``."""
+    name = f"{registry}/{repository}"
+    for pattern in patterns:
+        target = name if "/" in pattern else registry
+        if fnmatch.fnmatchcase(target, pattern):
+            return True
+    return False
+
+
+def normalise_registry_key(key: str) -> str:
+    """``https://index.docker.io/v1/`` → ``docker.io``; ``http://host:5000/x`` → ``host:5000``."""
+    host = key.split("://", 1)[-1].split("/", 1)[0]
+    if host in ("index.docker.io", "registry-1.docker.io"):
+        return "docker.io"
+    return host
+
+
+def _parse_docker_config(node: Node) -> tuple[dict[str, Credentials], frozenset[str]]:
+    path = node.string("docker_config", None)
+    if path is None:
+        return {}, frozenset()
+    field_path = node.child_path("dockerConfig")
+    data = node.problems.read_file(path, field_path, max_bytes=1024 * 1024)
+    if data is None:
+        return {}, frozenset()
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        node.problems.add(field_path, f"{path} is not JSON: {exc}")
+        return {}, frozenset()
+    if not isinstance(doc, dict):
+        node.problems.add(field_path, f"{path}: expected a JSON object")
+        return {}, frozenset()
+    auths = doc.get("auths", doc if ".dockercfg" in path else {})
+    if ".dockerconfigjson" in doc:
+        auths = doc[".dockerconfigjson"].get("auths", {})
+    creds: dict[str, Credentials] = {}
+    if not isinstance(auths, dict):
+        node.problems.add(field_path, f"{path}: auths must be an object")
+        return {}, frozenset()
+    for key, entry in auths.items():
+        if not isinstance(entry, dict):
+            node.problems.add(field_path, f"{path}: auths[{key!r}] must be an object")
+            continue
+        username, password = entry.get("username"), entry.get("password")
+        if isinstance(entry.get("auth"), str) and entry["auth"]:
+            try:
+                username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                node.problems.add(field_path, f"{path}: auths[{key!r}].auth is not base64 of user:password")
+                continue
+        identity = entry.get("identitytoken")
+        registry_token = entry.get("registrytoken")
+        creds[normalise_registry_key(key)] = Credentials(
+            username=username if isinstance(username, str) and username else None,
+            password=Secret(password) if isinstance(password, str) and password else None,
+            identity_token=Secret(identity) if isinstance(identity, str) and identity else None,
+            registry_token=Secret(registry_token) if isinstance(registry_token, str) and registry_token else None,
+        )
+    helpers = set()
+    for key in doc.get("credHelpers") or {}:
+        helpers.add(normalise_registry_key(key))
+    if doc.get("credsStore"):
+        helpers.add("*")
+    return creds, frozenset(helpers)
+
+
+def _parse_registries(node: Node) -> RegistriesConfig:
+    allow = node.str_list("allow")
+    docker_credentials, helpers = _parse_docker_config(node)
+    hosts: list[RegistryHostConfig] = []
+    seen: set[str] = set()
+    for h in node.nodes("hosts"):
+        host = h.string("host")
+        if host in seen:
+            h.error(f"host {host!r} listed twice", "host")
+        seen.add(host or "")
+        plain_http = h.flag("plain_http", False)
+        ca_pem, _ = h.file_or_inline("ca", max_bytes=1024 * 1024)
+        if ca_pem is not None:
+            try:
+                ssl.create_default_context(cadata=ca_pem.decode("ascii", "replace"))
+            except (ssl.SSLError, ValueError):
+                h.error("not a PEM CA certificate bundle", "ca_file" if h.has("ca_file") else "ca")
+        if plain_http and ca_pem is not None:
+            h.error("plainHttp and a CA bundle contradict each other", "plain_http")
+        username = h.string("username", None)
+        password = h.secret("password")
+        token = h.secret("registry_token")
+        credentials = None
+        if username is not None or password is not None or token is not None:
+            if (username is None) != (password is None):
+                h.error("username and password go together", "username")
+            credentials = Credentials(username=username, password=password, registry_token=token)
+        hosts.append(
+            RegistryHostConfig(
+                host=host or "",
+                plain_http=plain_http,
+                ca_pem=ca_pem,
+                credentials=credentials,
+                max_concurrency=h.integer("max_concurrency", None, minimum=1, maximum=1024),
+                referrers_api=h.string("referrers_api", "auto", choices=("auto", "always", "never")),
+            )
+        )
+        h.finish()
+    result = RegistriesConfig(
+        allow=allow,
+        hosts=tuple(hosts),
+        docker_credentials=docker_credentials,
+        credential_helpers=helpers,
+        max_concurrency=node.integer("max_concurrency", 16, minimum=1, maximum=1024),
+        request_timeout=node.duration("request_timeout", 5.0, minimum=0.01),
+        max_attempts=node.integer("max_attempts", 3, minimum=1, maximum=10),
+        referrers_api_memory=node.duration("referrers_api_memory", 3600.0),
+        cosign_legacy_tags=node.flag("cosign_legacy_tags", True),
+    )
+    node.finish()
+    return result
+
+
+def _parse_plugin_list(node: Node, key: str, registry: Any, build: Any) -> list[Any]:
+    out: list[Any] = []
+    names: set[str] = set()
+    for item in node.nodes(key):
+        name = item.string("name")
+        type_name = item.string("type")
+        if name in names:
+            item.error(f"duplicate name {name!r}", "name")
+        names.add(name or "")
+        plugin = registry.get(type_name) if type_name else None
+        if type_name and plugin is None:
+            item.error(f"unknown type {type_name!r}; known: {', '.join(registry.names())}", "type")
+        spec = build(item, name or "", type_name or "", plugin)
+        if spec is not None:
+            out.append(spec)
+        item.finish()
+    return out
+
+
+def _build_verifier(item: Node, name: str, type_name: str, plugin: Any) -> VerifierSpec | None:
+    defaults = tuple(sorted(plugin.default_artifact_types)) if plugin else ()
+    artifact_types = frozenset(item.str_list("artifact_types", defaults))
+    scopes = item.str_list("scopes", ("*",))
+    params = plugin.parse_params(item) if plugin else None
+    if plugin is None:
+        item.ignore_rest()
+        return None
+    return VerifierSpec(name=name, type=type_name, artifact_types=artifact_types, scopes=scopes, params=params)
+
+
+def _build_store(item: Node, name: str, type_name: str, plugin: Any) -> StoreSpec | None:
+    scopes = item.str_list("scopes", ("*",))
+    if plugin is None:
+        item.ignore_rest()
+        return None
+    return StoreSpec(name=name, type=type_name, scopes=scopes, params=plugin.parse_params(item))
+
+
+def _parse_tls(node: Node) -> TLSConfig:
+    def path(name: str) -> str | None:
+        value = node.string(name, None)
+        if value is None:
+            return None
+        resolved = node.problems.resolve(value)
+        if not resolved.is_file():
+            node.error(f"{value} does not exist or is not a file", name)
+        return str(resolved)
+
+    tls = TLSConfig(
+        cert_file=path("cert_file"),
+        key_file=path("key_file"),
+        client_ca_file=path("client_ca_file"),
+        client_auth=node.string("client_auth", "require", choices=("require", "disabled")),
+        allowed_client_names=node.str_list("allowed_client_names"),
+    )
+    node.finish()
+    return tls
+
+
+def _parse_server(node: Node) -> ServerConfig:
+    d = ServerConfig()
+    server = ServerConfig(
+        address=node.string("address", d.address),
+        port=node.integer("port", d.port, minimum=0, maximum=65535),
+        health_address=node.string("health_address", d.health_address),
+        health_port=node.integer("health_port", d.health_port, minimum=0, maximum=65535),
+        tls=_parse_tls(node.node("tls")),
+        provider_timeout=node.duration("provider_timeout", d.provider_timeout, minimum=0.1),
+        deadline_margin=node.duration("deadline_margin", d.deadline_margin),
+        mutate_provider_timeout=node.duration("mutate_provider_timeout", d.mutate_provider_timeout, minimum=0.1),
+        mutate_deadline_margin=node.duration("mutate_deadline_margin", d.mutate_deadline_margin),
+        mutate_keep_tag=node.flag("mutate_keep_tag", d.mutate_keep_tag),
+        max_keys=node.integer("max_keys", d.max_keys, minimum=1, maximum=100000),
+        max_body_bytes=node.size("max_body_bytes", d.max_body_bytes, minimum=1024),
+        reload_interval=node.duration("reload_interval", d.reload_interval, minimum=0.05),
+        keepalive_timeout=node.duration("keepalive_timeout", d.keepalive_timeout),
+        shutdown_grace=node.duration("shutdown_grace", d.shutdown_grace),
+    )
+    if server.deadline_margin >= server.provider_timeout:
+        node.error("must be smaller than providerTimeout", "deadline_margin")
+    if server.mutate_deadline_margin >= server.mutate_provider_timeout:
+        node.error("must be smaller than mutateProviderTimeout", "mutate_deadline_margin")
+    node.finish()
+    return server
+
+
+def _parse_cache(node: Node) -> CacheConfig:
+    d = CacheConfig()
+    cache = CacheConfig(
+        verdict_ttl=node.duration("verdict_ttl", d.verdict_ttl),
+        verdict_max_entries=node.integer("verdict_max_entries", d.verdict_max_entries, minimum=0),
+        tag_ttl=node.duration("tag_ttl", d.tag_ttl),
+        tag_max_entries=node.integer("tag_max_entries", d.tag_max_entries, minimum=0),
+        content_max_bytes=node.size("content_max_bytes", d.content_max_bytes),
+    )
+    node.finish()
+    return cache
+
+
+def _parse_limits(node: Node) -> LimitsConfig:
+    d = LimitsConfig()
+    limits = LimitsConfig(
+        max_manifest_bytes=node.size("max_manifest_bytes", d.max_manifest_bytes, minimum=1024),
+        max_blob_bytes=node.size("max_blob_bytes", d.max_blob_bytes, minimum=1024),
+        max_referrers=node.integer("max_referrers", d.max_referrers, minimum=1, maximum=10000),
+        max_referrer_pages=node.integer("max_referrer_pages", d.max_referrer_pages, minimum=1, maximum=1000),
+        max_nested_depth=node.integer("max_nested_depth", d.max_nested_depth, minimum=0, maximum=5),
+        nested_artifact_types=frozenset(node.str_list("nested_artifact_types")),
+        verification_timeout=node.duration("verification_timeout", d.verification_timeout, minimum=0.1),
+        max_concurrent_verifications=node.integer(
+            "max_concurrent_verifications", d.max_concurrent_verifications, minimum=1, maximum=1024
+        ),
+    )
+    node.finish()
+    return limits
+
+
+def _parse_policy(node: Node, verifier_names: frozenset[str]) -> PolicySpec:
+    type_name = node.string("type", None)
+    if type_name is None:
+        node.finish()
+        return PolicySpec(type="deny-all", params=None)
+    plugin = policy_types.get(type_name)
+    if plugin is None:
+        node.error(f"unknown type {type_name!r}; known: {', '.join(policy_types.names())}", "type")
+        node.ignore_rest()
+        node.finish()
+        return PolicySpec(type=type_name, params=None)
+    params = plugin.parse_params(node, verifier_names)
+    node.finish()
+    return PolicySpec(type=type_name, params=params)
+
+
+def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str | None = None) -> Config:
+    """Parse a loaded YAML document; raise :class:`ConfigError` listing every problem."""
+    from provider import registrations
+
+    registrations.load()
+    problems = Problems(base_dir)
+    problems.fingerprint.update(raw)
+    root = Node(document, "", problems)
+    api_version = root.string("api_version", API_VERSION)
+    if api_version != API_VERSION:
+        root.error(f"unsupported apiVersion {api_version!r}; expected {API_VERSION}", "api_version")
+    registries = _parse_registries(root.node("registries"))
+    stores = _parse_plugin_list(root, "stores", store_types, _build_store)
+    if not root.has("stores"):
+        stores = [StoreSpec(name="registry", type="registry", scopes=("*",), params=None)]
+    verifiers = _parse_plugin_list(root, "verifiers", verifier_types, _build_verifier)
+    policy = _parse_policy(root.node("policy"), frozenset(v.name for v in verifiers))
+    server = _parse_server(root.node("server"))
+    cache = _parse_cache(root.node("cache"))
+    limits = _parse_limits(root.node("limits"))
+    root.finish()
+    if problems.items:
+        raise ConfigError(problems.items)
+    return Config(
+        registries=registries,
+        stores=tuple(stores),
+        verifiers=tuple(verifiers),
+        policy=policy,
+        server=server,
+        cache=cache,
+        limits=limits,
+        generation=problems.fingerprint.hexdigest()[:16],
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate a configuration file."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"cannot read {p}: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{p} is larger than {MAX_CONFIG_BYTES} bytes"])
+    return load_config_bytes(raw, p.resolve().parent, str(p))
+
+
+def load_config_bytes(raw: bytes, base_dir: Path, source: str | None = None) -> Config:
+    try:
+        document = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"]) from None
+    return parse_config(document, base_dir, raw, source)

@@ -1,0 +1,1 @@
+"""Policies (the ``PolicyEnforcer`` seam and its built-in types)."""

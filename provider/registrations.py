@@ -1,0 +1,17 @@
+"""Imports every built-in plug-in module so its factories register themselves by ``type``."""
+
+from __future__ import annotations
+
+import importlib
+
+BUILTIN_MODULES = (
+    "provider.stores.registry",
+    "provider.stores.oci_layout",
+    "provider.verifiers.cosign",
+    "provider.policies.required",
+)
+
+
+def load() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)

@@ -1,0 +1,388 @@
+"""The HTTPS provider (``POST /verify``, ``POST /mutate``) and the plain-HTTP health port
+(``/healthz``, ``/readyz``, ``/metrics``).
+
+Every answer is a well-formed ProviderResponse with HTTP 200 — Gatekeeper ignores the status and reads the
+body — and arrives before the per-request deadline (Provider timeout minus a margin). Keys that finished
+keep their items; keys that hit the deadline or a transient registry fault are left out of ``items`` and
+named in ``systemError``, which Gatekeeper never caches (docs/protocol.md has the whole mapping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from provider import deadline, metrics
+from provider.config import Config, load_config
+from provider.errors import ConfigError, ProviderError, RequestInvalidError
+from provider.executor import Clock, Engine, Outcome, utc_now
+from provider.reference import parse_reference
+from provider.server import protocol
+from provider.server.tls import ReloadingTLS
+
+log = structlog.get_logger("referee.server")
+
+
+@dataclass
+class ServerState:
+    engine: Engine
+    config_path: str | None = None
+    tls: ReloadingTLS | None = None
+    ready: bool = False
+    last_reload_error: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> Config:
+        return self.engine.config
+
+
+STATE = web.AppKey("state", ServerState)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(doc: dict[str, Any]) -> web.Response:
+    return web.json_response(doc, status=200)
+
+
+async def _read_body(request: web.Request, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise RequestInvalidError(f"body of {request.content_length} bytes exceeds the {max_bytes}-byte limit")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(65536):
+        total += len(chunk)
+        if total > max_bytes:
+            raise RequestInvalidError(f"body exceeds the {max_bytes}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _client_allowed(request: web.Request, names: tuple[str, ...]) -> bool:
+    if not names:
+        return True
+    peer = request.transport.get_extra_info("peercert") if request.transport else None
+    if not peer:
+        return False
+    sans = {value for kind, value in peer.get("subjectAltName", ()) if kind == "DNS"}
+    return bool(sans & set(names))
+
+
+@web.middleware
+async def _request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _summarise(outcome: Outcome) -> tuple[str, dict[str, Any]]:
+    if outcome.verdict is not None:
+        kind = "allowed" if outcome.verdict.allowed else "denied"
+        return kind, {"subject": outcome.verdict.subject, "reason": outcome.verdict.decision.reason}
+    assert outcome.error is not None
+    return ("unfinished" if outcome.error.transient else "error"), {"error": str(outcome.error)}
+
+
+async def _run_keys(
+    keys: list[str], budget: float, work: Callable[[str], Awaitable[Any]]
+) -> tuple[dict[str, Any], set[str]]:
+    """Run ``work`` once per distinct key; return results of keys done within ``budget`` and the rest."""
+    unique = list(dict.fromkeys(keys))
+    tasks = {k: asyncio.ensure_future(work(k)) for k in unique}
+    if not tasks:
+        return {}, set()
+    _, pending = await asyncio.wait(tasks.values(), timeout=max(0.0, budget))
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    done = {k: t.result() for k, t in tasks.items() if not t.cancelled() and t.done() and t.exception() is None}
+    for k, t in tasks.items():
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            log.error("key_crashed", key=k, error=repr(t.exception()))
+    return done, set(unique) - set(done)
+
+
+def _remaining(started: float, total: float) -> float:
+    return total - (time.monotonic() - started)
+
+
+async def handle_verify(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    started = time.monotonic()
+    config = state.config
+    budget = config.server.verify_deadline
+    endpoint = "verify"
+    try:
+        if not _client_allowed(request, config.server.tls.allowed_client_names):
+            raise RequestInvalidError("client certificate name is not in server.tls.allowedClientNames")
+        body = await _read_body(request, config.server.max_body_bytes)
+        req = protocol.parse_request(body, config.server.max_keys)
+    except RequestInvalidError as exc:
+        log.warning("request_rejected", endpoint=endpoint, error=str(exc))
+        metrics.REQUESTS.labels(endpoint, "rejected").inc()
+        return _json(protocol.response([], str(exc)))
+    key_started: dict[str, float] = {}
+
+    async def work(key: str) -> Outcome:
+        key_started[key] = time.monotonic()
+        return await state.engine.verify_key(key)
+
+    with deadline.deadline_after(_remaining(started, budget)):
+        results, _ = await _run_keys(req.keys, _remaining(started, budget), work)
+    items: list[dict[str, Any]] = []
+    retry: dict[str, str] = {}
+    for key in req.keys:
+        outcome: Outcome | None = results.get(key)
+        if outcome is None:
+            retry[key] = f"DEADLINE_EXCEEDED: not finished within {budget:.2f}s"
+            continue
+        if outcome.error is not None and outcome.error.transient:
+            retry[key] = str(outcome.error)
+            continue
+        if outcome.verdict is not None:
+            items.append(protocol.item(key, value=outcome.verdict.to_json()))
+        else:
+            items.append(protocol.item(key, error=str(outcome.error)))
+    for key in dict.fromkeys(req.keys):
+        outcome = results.get(key)
+        kind, fields = _summarise(outcome) if outcome else ("unfinished", {"error": retry.get(key)})
+        metrics.KEYS.labels(endpoint, kind).inc()
+        log.info(
+            "key_answered",
+            key=key,
+            outcome=kind,
+            cached=bool(outcome and outcome.cached),
+            duration_ms=round((time.monotonic() - key_started.get(key, started)) * 1000, 1),
+            **fields,
+        )
+    system_error = ""
+    if retry:
+        listed = "; ".join(f"{k}: {v}" for k, v in retry.items())
+        system_error = f"{len(retry)} of {len(set(req.keys))} keys not answered, retry: {listed}"
+    metrics.REQUESTS.labels(endpoint, "partial" if retry else "ok").inc()
+    metrics.REQUEST_LATENCY.labels(endpoint).observe(time.monotonic() - started)
+    return _json(protocol.response(items, system_error))
+
+
+def _pinned_value(key: str, digest: str, keep_tag: bool) -> str:
+    """``key`` pinned to ``digest``, spelled as the user wrote it (``nginx:1`` → ``nginx@sha256:…``)."""
+    name = key.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash and not keep_tag:
+        name = name[:colon]
+    return f"{name}@{digest}"
+
+
+async def handle_mutate(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    started = time.monotonic()
+    config = state.config
+    budget = config.server.mutate_deadline
+    endpoint = "mutate"
+    try:
+        if not _client_allowed(request, config.server.tls.allowed_client_names):
+            raise RequestInvalidError("client certificate name is not in server.tls.allowedClientNames")
+        body = await _read_body(request, config.server.max_body_bytes)
+        req = protocol.parse_request(body, config.server.max_keys)
+    except RequestInvalidError as exc:
+        metrics.REQUESTS.labels(endpoint, "rejected").inc()
+        log.warning("request_rejected", endpoint=endpoint, error=str(exc))
+        return _json(protocol.response([], str(exc)))
+
+    async def work(key: str) -> str | ProviderError:
+        try:
+            ref = parse_reference(key)
+            _, descriptor = await state.engine.resolve_key(key)
+        except ProviderError as exc:
+            return exc
+        if ref.digest and ref.digest != descriptor.digest:
+            return ProviderError(f"{key} resolves to {descriptor.digest}")
+        return _pinned_value(key, descriptor.digest, config.server.mutate_keep_tag)
+
+    with deadline.deadline_after(_remaining(started, budget)):
+        results, _ = await _run_keys(req.keys, _remaining(started, budget), work)
+    items = []
+    for key in req.keys:
+        result = results.get(key)
+        if result is None:
+            items.append(protocol.item(key, error=f"DEADLINE_EXCEEDED: not resolved within {budget:.2f}s"))
+        elif isinstance(result, ProviderError):
+            items.append(protocol.item(key, error=str(result)))
+        else:
+            items.append(protocol.item(key, value=result))
+        metrics.KEYS.labels(endpoint, "pinned" if isinstance(result, str) else "error").inc()
+    metrics.REQUESTS.labels(endpoint, "ok").inc()
+    metrics.REQUEST_LATENCY.labels(endpoint).observe(time.monotonic() - started)
+    return _json(protocol.response(items))
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return _json(
+        protocol.response([], f"unknown endpoint {request.method} {request.path}; use POST /verify or /mutate")
+    )
+
+
+def create_app(state: ServerState) -> web.Application:
+    app = web.Application(middlewares=[_request_context], client_max_size=state.config.server.max_body_bytes + 1)
+    app[STATE] = state
+    app.router.add_post("/verify", handle_verify)
+    app.router.add_post("/mutate", handle_mutate)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body: dict[str, Any] = {"ready": state.ready, "configGeneration": state.config.generation}
+    if state.last_reload_error:
+        body["lastReloadError"] = state.last_reload_error
+    return web.json_response(body, status=200 if state.ready else 503)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_health_app(state: ServerState) -> web.Application:
+    app = web.Application()
+    app[STATE] = state
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    return app
+
+
+def reload_once(state: ServerState) -> bool:
+    """Re-read the configuration file; swap it in when it changed and is valid. Returns True on swap."""
+    if state.config_path is None:
+        return False
+    try:
+        new = load_config(state.config_path)
+    except ConfigError as exc:
+        if exc.problems != state.last_reload_error:
+            log.error("config_reload_rejected", problems=exc.problems, kept_generation=state.config.generation)
+            metrics.CONFIG_RELOADS.labels("rejected").inc()
+        state.last_reload_error = exc.problems
+        return False
+    state.last_reload_error = []
+    swapped = False
+    if new.generation != state.config.generation:
+        old = state.config
+        if (old.server.address, old.server.port, old.server.health_port) != (
+            new.server.address,
+            new.server.port,
+            new.server.health_port,
+        ):
+            log.warning("config_reload_needs_restart", setting="server address or ports")
+        state.engine.swap(new)
+        metrics.CONFIG_GENERATION.clear()
+        metrics.CONFIG_GENERATION.labels(new.generation).set(1)
+        metrics.CONFIG_RELOADS.labels("applied").inc()
+        log.info("config_reloaded", generation=new.generation, previous=old.generation)
+        swapped = True
+    if state.tls is not None:
+        state.tls.maybe_reload(new.server.tls)
+    return swapped
+
+
+async def _reload_loop(state: ServerState) -> None:
+    while True:
+        await asyncio.sleep(state.config.server.reload_interval)
+        try:
+            reload_once(state)
+        except Exception:  # the loop must survive anything a bad file can cause
+            log.exception("config_reload_failed")
+
+
+class RefereeServer:
+    """The running service: HTTPS provider, health port, configuration and TLS reload."""
+
+    def __init__(self, config_path: str, *, clock: Clock = utc_now) -> None:
+        config = load_config(config_path)
+        tls = ReloadingTLS(config.server.tls)
+        self.state = ServerState(engine=Engine(config, clock=clock), config_path=config_path, tls=tls)
+        self._runners: list[web.AppRunner] = []
+        self._reloader: asyncio.Task[None] | None = None
+        self.port = 0
+        self.health_port = 0
+
+    async def start(self) -> None:
+        server = self.state.config.server
+        assert self.state.tls is not None
+        runner = web.AppRunner(
+            create_app(self.state),
+            access_log=None,
+            keepalive_timeout=server.keepalive_timeout,
+            shutdown_timeout=server.shutdown_grace,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, server.address, server.port, ssl_context=self.state.tls.listening_context)
+        await site.start()
+        self.port = _bound_port(site)
+        health = web.AppRunner(create_health_app(self.state), access_log=None, shutdown_timeout=1.0)
+        await health.setup()
+        health_site = web.TCPSite(health, server.health_address, server.health_port)
+        await health_site.start()
+        self.health_port = _bound_port(health_site)
+        self._runners = [runner, health]
+        self._reloader = asyncio.ensure_future(_reload_loop(self.state))
+        metrics.CONFIG_GENERATION.labels(self.state.config.generation).set(1)
+        self.state.ready = True
+        log.info(
+            "server_started",
+            port=self.port,
+            health_port=self.health_port,
+            generation=self.state.config.generation,
+            client_auth=server.tls.client_auth,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, drain in-flight requests (up to ``shutdownGrace``), then release everything."""
+        self.state.ready = False
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.state.engine.close()
+        log.info("server_stopped")
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0
+
+
+async def serve(config_path: str) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    server = RefereeServer(config_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    log.info("shutdown_requested")
+    await server.stop()

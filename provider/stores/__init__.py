@@ -1,0 +1,1 @@
+"""Referrer stores (the ``ReferrerStore`` seam and its built-in types)."""

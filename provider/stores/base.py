@@ -1,0 +1,64 @@
+"""The ``ReferrerStore`` seam: where subjects and their referrers come from."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from provider.confignode import Node
+from provider.oci import Descriptor, Manifest
+from provider.plugins import PluginRegistry
+from provider.reference import ImageRef
+
+if TYPE_CHECKING:
+    from provider.cache import ContentCache
+    from provider.config import LimitsConfig
+    from provider.registry.client import RegistryClient
+
+
+class ReferrerStore(Protocol):
+    """Resolves references and lists referrers; every read is digest-verified and size-limited.
+
+    Raises only store errors (``ProviderError`` subclasses); pagination and fallbacks stay inside.
+    """
+
+    name: str
+
+    async def resolve(self, ref: ImageRef) -> Descriptor: ...
+
+    def list_referrers(
+        self, ref: ImageRef, subject: Descriptor, artifact_types: frozenset[str] | None
+    ) -> AsyncIterator[Descriptor]: ...
+
+    async def fetch_manifest(self, ref: ImageRef, descriptor: Descriptor) -> Manifest: ...
+
+    async def fetch_blob(self, ref: ImageRef, descriptor: Descriptor, max_bytes: int) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    name: str
+    type: str
+    scopes: tuple[str, ...]
+    params: Any
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResources:
+    """Shared objects a store factory may use: the registry client, content cache and limits."""
+
+    registry: RegistryClient
+    content: ContentCache
+    limits: LimitsConfig
+
+
+class StorePlugin(Protocol):
+    def parse_params(self, node: Node) -> Any: ...
+
+    def create(self, spec: StoreSpec, resources: StoreResources) -> ReferrerStore: ...
+
+
+store_types: PluginRegistry[StorePlugin] = PluginRegistry("store")

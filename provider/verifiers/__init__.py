@@ -1,0 +1,1 @@
+"""Verifiers (the ``Verifier`` seam and its built-in types, one module per type)."""

@@ -1,0 +1,129 @@
+"""The ``cosign`` verifier: cosign simple-signing signatures verified with configured public keys.
+
+Handles the legacy ``sha256-<hex>.sig`` tag form (one layer per signature) and cosign's OCI 1.1 referrer
+form (``application/vnd.dev.cosign.artifact.sig.v1+json``), which stores the same layers. Each layer blob is
+the signed payload; the signature is the ``dev.cosignproject.cosign/signature`` annotation. The payload must
+be a ``cosign container image signature`` whose ``docker-manifest-digest`` is the subject's digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from provider import mediatypes as mt
+from provider.confignode import Node
+from provider.errors import ArtifactTooLargeError, DigestMismatchError, ManifestInvalidError
+from provider.oci import Descriptor
+from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
+from provider.verifiers.keys import TrustedKey, parse_keys
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_SIGNATURES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class CosignParams:
+    keys: tuple[TrustedKey, ...]
+
+
+def check_simple_signing(payload: bytes, subject_digest: str) -> tuple[str | None, dict[str, Any]]:
+    """Return ``(problem, facts)`` for a simple-signing payload; ``problem`` is None when it binds the digest."""
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "payload is not JSON", {}
+    critical = doc.get("critical") if isinstance(doc, dict) else None
+    if not isinstance(critical, dict):
+        return "payload has no critical section", {}
+    image = _mapping(critical.get("image"))
+    identity = _mapping(critical.get("identity"))
+    facts = {
+        "dockerReference": identity.get("docker-reference"),
+        "signedDigest": image.get("docker-manifest-digest"),
+    }
+    if critical.get("type") != mt.COSIGN_SIGNATURE_TYPE:
+        return f"payload type is {critical.get('type')!r}, not {mt.COSIGN_SIGNATURE_TYPE!r}", facts
+    if image.get("docker-manifest-digest") != subject_digest:
+        return f"payload signs {image.get('docker-manifest-digest')}, not {subject_digest}", facts
+    return None, facts
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+class CosignVerifier:
+    type = "cosign"
+
+    def __init__(self, spec: VerifierSpec) -> None:
+        self.name = spec.name
+        self.artifact_types = spec.artifact_types
+        self.params: CosignParams = spec.params
+
+    def can_verify(self, artifact: Descriptor) -> bool:
+        return artifact.artifact_type in self.artifact_types
+
+    async def verify(self, request: VerificationRequest) -> VerifierResult:
+        layers = [layer for layer in request.manifest.layers if layer.media_type == mt.COSIGN_SIMPLESIGNING]
+        if not layers:
+            return VerifierResult(False, "no cosign simple-signing layer in the signature manifest")
+        failures: list[str] = []
+        for index, layer in enumerate(layers[:MAX_SIGNATURES]):
+            outcome = await self._verify_layer(request, layer)
+            if isinstance(outcome, VerifierResult):
+                return outcome
+            failures.append(f"signature {index}: {outcome}")
+        if len(layers) > MAX_SIGNATURES:
+            failures.append(f"{len(layers) - MAX_SIGNATURES} further signatures not examined")
+        return VerifierResult(
+            False,
+            "no signature verified with the configured keys: " + "; ".join(failures),
+            {"signaturesChecked": min(len(layers), MAX_SIGNATURES), "failures": failures},
+        )
+
+    async def _verify_layer(self, request: VerificationRequest, layer: Descriptor) -> VerifierResult | str:
+        encoded = layer.annotations.get(mt.ANNOTATION_COSIGN_SIGNATURE)
+        if not encoded:
+            return "no signature annotation"
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return "signature annotation is not base64"
+        try:
+            payload = await request.content.fetch_blob(layer, MAX_PAYLOAD_BYTES)
+        except (ArtifactTooLargeError, DigestMismatchError, ManifestInvalidError) as exc:
+            return exc.message
+        key = next((k for k in self.params.keys if k.verify(signature, payload)), None)
+        if key is None:
+            return f"signature does not verify with any of {len(self.params.keys)} configured keys"
+        problem, facts = check_simple_signing(payload, request.subject.descriptor.digest)
+        if problem is not None:
+            return f"signature valid but {problem}"
+        return VerifierResult(
+            True,
+            f"signature verified with key {key.fingerprint[:19]}",
+            {
+                "keyFingerprint": key.fingerprint,
+                "keyType": key.kind,
+                "payloadDigest": layer.digest,
+                **{k: v for k, v in facts.items() if v is not None},
+            },
+        )
+
+
+@verifier_types.register("cosign")
+class CosignPlugin:
+    default_artifact_types = frozenset({mt.COSIGN_LEGACY_SIGNATURES, mt.COSIGN_OCI11_SIGNATURE})
+
+    def parse_params(self, node: Node) -> CosignParams:
+        keys = parse_keys(node)
+        if not keys and not any(p.startswith(node.child_path("keys")) for p in node.problems.items):
+            node.error("at least one public key is required", "keys")
+        return CosignParams(keys=keys)
+
+    def create(self, spec: VerifierSpec) -> CosignVerifier:
+        return CosignVerifier(spec)

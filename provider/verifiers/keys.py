@@ -1,0 +1,108 @@
+"""Public keys from configuration (PEM inline or file), with stable fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from provider.confignode import Node
+
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+_EC_HASHES: dict[str, tuple[hashes.HashAlgorithm, ...]] = {
+    "secp256r1": (hashes.SHA256(),),
+    "secp384r1": (hashes.SHA256(), hashes.SHA384()),
+    "secp521r1": (hashes.SHA256(), hashes.SHA512()),
+}
+MIN_RSA_BITS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedKey:
+    key: PublicKey
+    fingerprint: str
+    source: str
+
+    @property
+    def kind(self) -> str:
+        if isinstance(self.key, ec.EllipticCurvePublicKey):
+            return f"ecdsa-{self.key.curve.name}"
+        if isinstance(self.key, rsa.RSAPublicKey):
+            return f"rsa-{self.key.key_size}"
+        return "ed25519"
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        """True when ``signature`` over ``data`` verifies under this key (cosign's schemes)."""
+        key = self.key
+        try:
+            if isinstance(key, ed25519.Ed25519PublicKey):
+                key.verify(signature, data)
+                return True
+            if isinstance(key, rsa.RSAPublicKey):
+                key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+                return True
+            for algorithm in _EC_HASHES.get(key.curve.name, (hashes.SHA256(),)):
+                try:
+                    key.verify(signature, data, ec.ECDSA(algorithm))
+                    return True
+                except InvalidSignature:
+                    continue
+            return False
+        except InvalidSignature:
+            return False
+
+
+def fingerprint(key: PublicKey) -> str:
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def load_public_key(pem: bytes) -> PublicKey:
+    """Parse a PEM SubjectPublicKeyInfo; raise ValueError with a user-facing reason."""
+    if b"-----BEGIN" not in pem:
+        raise ValueError("not a PEM public key")
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError("not a PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise ValueError(f"RSA key of {key.key_size} bits is too small (minimum {MIN_RSA_BITS})")
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _EC_HASHES:
+            raise ValueError(f"unsupported elliptic curve {key.curve.name}")
+        return key
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    raise ValueError(f"unsupported public key type {type(key).__name__}")
+
+
+def parse_keys(node: Node, name: str = "keys") -> tuple[TrustedKey, ...]:
+    """``keys``: a list whose items are PEM text or a path to a PEM file."""
+
+    def parse(item: object, path: str) -> TrustedKey | None:
+        if not isinstance(item, str) or not item.strip():
+            node.problems.add(path, "expected PEM text or a file path")
+            return None
+        if "-----BEGIN" in item:
+            data: bytes | None = item.encode()
+            source = "inline"
+        else:
+            data = node.problems.read_file(item, path, max_bytes=64 * 1024)
+            source = item
+        if data is None:
+            return None
+        try:
+            key = load_public_key(data)
+        except ValueError as exc:
+            node.problems.add(path, str(exc))
+            return None
+        return TrustedKey(key=key, fingerprint=fingerprint(key), source=source)
+
+    keys = node.parse_each(name, parse)
+    return keys
