@@ -165,9 +165,12 @@ class Engine:
     # -- entry points ------------------------------------------------------------------------------------------
 
     async def verify_key(self, key: str) -> Outcome:
-        """Verify one Gatekeeper key; never raises ProviderError (it is returned in the outcome)."""
+        """Verify one Gatekeeper key; never raises ProviderError (it is returned in the outcome).
+
+        Bounded by ``limits.verificationTimeout`` and by any enclosing (request) deadline."""
         try:
-            verdict, cached = await self._verify(key)
+            with deadline.deadline_after(self.config.limits.verification_timeout):
+                verdict, cached = await self._verify(key)
         except ProviderError as exc:
             return Outcome(key=key, error=exc)
         return Outcome(key=key, verdict=verdict, cached=cached)
@@ -176,7 +179,8 @@ class Engine:
         """Resolve a key to its digest (for mutation)."""
         ref = parse_reference(key)
         runtime = self.runtime
-        return ref, await self._resolve(runtime, runtime.store_for(ref), ref)
+        with deadline.deadline_after(self.config.limits.verification_timeout):
+            return ref, await self._resolve(runtime, runtime.store_for(ref), ref)
 
     # -- internals ------------------------------------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ class CosignVerifier:
         try:
             payload = await request.content.fetch_blob(layer, MAX_PAYLOAD_BYTES)
         except (ArtifactTooLargeError, DigestMismatchError, ManifestInvalidError) as exc:
-            return exc.message
+            return str(exc)
         key = next((k for k in self.params.keys if k.verify(signature, payload)), None)
         if key is None:
             return f"signature does not verify with any of {len(self.params.keys)} configured keys"

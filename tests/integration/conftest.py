@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,9 @@ def build_signed_set(registry: RegistryProcess, repo: str, directory: Path) -> S
     assert tampered != genuine
     cosign_sign_legacy(registry.url, repo, images["tampered"]["digest"], key, payload_override=tampered)
     # A genuine signature over the "signed" image's digest, copied onto the "copied" image.
-    cosign_sign_legacy(registry.url, repo, images["copied"]["digest"], key, digest_in_payload=images["signed"]["digest"])
+    cosign_sign_legacy(
+        registry.url, repo, images["copied"]["digest"], key, digest_in_payload=images["signed"]["digest"]
+    )
     return SignedSet(registry, repo, key, other, key_file, other_file, images)
 
 
@@ -87,7 +88,7 @@ def cosign_config(signed: SignedSet, server: dict[str, Any], **extra: Any) -> di
 
 
 @pytest.fixture
-def clean_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def clean_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("DOCKER_CONFIG", raising=False)
-    yield tmp_path
+    return tmp_path

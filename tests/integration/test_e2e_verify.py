@@ -158,9 +158,7 @@ async def test_mutate_pins_tags_idempotently(tmp_path: Path, signed_set: SignedS
         again = items_by_key(await referee.mutate([pinned]))
         assert again[pinned]["value"] == pinned
 
-    keep = write_config(
-        tmp_path / "keep.yaml", cosign_config(s, server_section(pki, mutateKeepTag=True))
-    )
+    keep = write_config(tmp_path / "keep.yaml", cosign_config(s, server_section(pki, mutateKeepTag=True)))
     async with running_referee(keep, pki) as referee:
         kept = items_by_key(await referee.mutate([short]))[short]["value"]
         assert kept == f"{short}@{s.digest('unsigned')}"

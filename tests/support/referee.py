@@ -149,9 +149,7 @@ class RunningReferee:
 
 
 @contextlib.asynccontextmanager
-async def running_referee(
-    config_path: Path, pki: Pki, *, clock: Clock = utc_now
-) -> AsyncIterator[RunningReferee]:
+async def running_referee(config_path: Path, pki: Pki, *, clock: Clock = utc_now) -> AsyncIterator[RunningReferee]:
     server = RefereeServer(str(config_path), clock=clock)
     await server.start()
     try:
