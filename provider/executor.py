@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import structlog
 
@@ -36,6 +37,7 @@ from provider.verifiers.base import (
 log = structlog.get_logger("referee.executor")
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -88,6 +90,17 @@ class Runtime:
         await self.client.close()
 
 
+async def _bounded(runtime: Runtime, work: Awaitable[T], what: str) -> T:
+    """Run shared work under its own deadline (``limits.verificationTimeout``), not the asking request's."""
+    seconds = runtime.config.limits.verification_timeout
+    with deadline.fresh(seconds):
+        try:
+            async with asyncio.timeout(seconds):
+                return await work
+        except TimeoutError:
+            raise deadline.exceeded(what) from None
+
+
 class _Content:
     """A verifier's view of the subject's repository (digest-verified, size-limited reads)."""
 
@@ -125,6 +138,7 @@ class Engine:
         self.runtime = Runtime(config, self.content)
         self._configure_caches(config)
         self._flight: SingleFlight[tuple[str, str, str, str], Verdict] = SingleFlight()
+        self._resolving: SingleFlight[tuple[str, str], Descriptor] = SingleFlight()
         self._retired: set[asyncio.Task[None]] = set()
 
     def _configure_caches(self, config: Config) -> None:
@@ -158,6 +172,7 @@ class Engine:
 
     async def close(self) -> None:
         await self._flight.cancel_all()
+        await self._resolving.cancel_all()
         for task in list(self._retired):
             task.cancel()
         await self.runtime.close()
@@ -185,19 +200,23 @@ class Engine:
     # -- internals ------------------------------------------------------------------------------------------------
 
     async def _resolve(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Descriptor:
+        """The subject's descriptor: digests are cached for the verdict TTL, tags for ``cache.tagTtl``.
+        Concurrent resolutions of one reference share one registry call, which finishes in the background
+        (within ``limits.verificationTimeout``) even when the asking request's deadline passes."""
         if ref.digest:
-            cache_key = (store.name, f"{ref.name}@{ref.digest}")
-            found = self.subjects.get(cache_key)
-            if found is None:
-                found = await store.resolve(ref)
-                self.subjects.put(cache_key, found)
+            cache, cache_key = self.subjects, (store.name, f"{ref.name}@{ref.digest}")
+        else:
+            cache, cache_key = self.tags, (f"{store.name}/{runtime.generation}", str(ref))
+        found = cache.get(cache_key)
+        if found is not None:
             return found
-        cache_key = (store.name + "/" + runtime.generation, str(ref))
-        found = self.tags.get(cache_key)
-        if found is None:
-            found = await store.resolve(ref)
-            self.tags.put(cache_key, found)
-        return found
+
+        async def compute() -> Descriptor:
+            descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}")
+            cache.put(cache_key, descriptor)
+            return descriptor
+
+        return await self._resolving.run(cache_key, compute)
 
     async def _verify(self, key: str) -> tuple[Verdict, bool]:
         ref = parse_reference(key)
@@ -211,15 +230,14 @@ class Engine:
             return cached, True
 
         async def compute() -> Verdict:
-            with deadline.fresh(runtime.config.limits.verification_timeout):
-                metrics.IN_FLIGHT.inc()
-                try:
-                    async with asyncio.timeout(runtime.config.limits.verification_timeout):
-                        verdict = await self._verify_subject(runtime, store, Subject(pinned, descriptor))
-                except TimeoutError:
-                    raise deadline.exceeded(f"verification of {pinned.pinned()}") from None
-                finally:
-                    metrics.IN_FLIGHT.dec()
+            metrics.IN_FLIGHT.inc()
+            try:
+                subject = Subject(pinned, descriptor)
+                verdict = await _bounded(
+                    runtime, self._verify_subject(runtime, store, subject), f"verification of {pinned.pinned()}"
+                )
+            finally:
+                metrics.IN_FLIGHT.dec()
             self.verdicts.put(cache_key, verdict)
             return verdict
 

@@ -399,6 +399,8 @@ class RegistryClient:
         delay = min(delay, MAX_RETRY_AFTER) * (1.0 if retry_after is not None else random.uniform(0.8, 1.2))  # noqa: S311
         left = deadline.remaining()
         if left is not None and delay >= left - 0.01:
+            if retry_after is None:
+                raise DeadlineExceededError(f"no time left to retry {what} on {host.registry} (attempt {attempt})")
             raise RegistryUnavailableError(
                 f"{host.registry} asked to retry {what} in {delay:.2f}s, beyond the request deadline"
             )

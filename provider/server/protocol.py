@@ -22,7 +22,7 @@ class ProviderRequest:
 def parse_request(body: bytes, max_keys: int) -> ProviderRequest:
     """Parse and validate a ProviderRequest body; raise RequestInvalidError with a precise reason."""
     try:
-        doc = json.loads(body)
+        doc = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise RequestInvalidError("body is not UTF-8") from None
     except json.JSONDecodeError as exc:

@@ -634,6 +634,27 @@ def test_docker_config_missing(tmp_path: Path) -> None:
     assert problems[0].startswith("registries.dockerConfig: ")
 
 
+def test_legacy_dockercfg_is_a_bare_auths_map(tmp_path: Path) -> None:
+    # kubernetes.io/dockercfg: the file (key .dockercfg) is the auths map itself, without "auths"
+    (tmp_path / ".dockercfg").write_text(
+        json.dumps({"reg.example:5000": {"auth": base64.b64encode(b"carol:pw-carol").decode()}})
+    )
+    registries = load_config(_write(tmp_path, "registries:\n  dockerConfig: .dockercfg\n")).registries
+    carol = registries.docker_credentials["reg.example:5000"]
+    assert carol.username == "carol"
+    assert carol.password is not None
+    assert carol.password.reveal() == "pw-carol"
+
+
+def test_docker_config_with_unexpected_dockerconfigjson_value_is_a_config_problem(tmp_path: Path) -> None:
+    # A file shaped like a Secret's data (".dockerconfigjson" holding a base64 string) is not a docker config:
+    # it must be reported as a problem at registries.dockerConfig, not crash the parser.
+    (tmp_path / "config.json").write_text(json.dumps({".dockerconfigjson": "eyJhdXRocyI6e319"}))
+    problems = _problems_text(tmp_path, "registries:\n  dockerConfig: config.json\n")
+    assert len(problems) == 1
+    assert problems[0].startswith("registries.dockerConfig: ")
+
+
 @pytest.mark.parametrize(
     ("key", "host"),
     [
