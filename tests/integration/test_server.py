@@ -66,15 +66,9 @@ async def test_mtls_refuses_clients_without_a_gatekeeper_certificate(
         tls12 = pki.client_context()
         tls12.minimum_version = ssl.TLSVersion.TLSv1_2
         tls12.maximum_version = ssl.TLSVersion.TLSv1_2
-        for name, ctx in {
-            "no cert": no_cert,
-            "other CA": foreign,
-            "no clientAuth": server_only,
-            "TLS 1.2": tls12,
-        }.items():
+        for ctx in (no_cert, foreign, server_only, tls12):
             with pytest.raises(CONNECTION_ERRORS):
                 await _raw_post(url, ctx, body)
-                pytest.fail(f"{name}: request was served")
         # the server is unharmed
         again = await _raw_post(url, pki.client_context(), body)
         assert items_by_key(again)[signed_set.ref("signed")]["value"]["allowed"] is True
