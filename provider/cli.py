@@ -34,7 +34,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="referee", description="Gatekeeper external-data provider for OCI supply-chain evidence")
     parser.add_argument("--version", action="version", version=f"referee {__version__}")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="default: info for serve, else warning"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     serve = sub.add_parser("serve", help="run the HTTPS provider")
     serve.add_argument("--config", required=True, help="configuration file (YAML)")
@@ -92,7 +94,8 @@ async def _verify(config: Config, refs: Sequence[str], output: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.configure(args.log_level, json_output=args.command == "serve")
+    serving = args.command == "serve"
+    logs.configure(args.log_level or ("info" if serving else "warning"), json_output=serving)
     try:
         if args.command == "config":
             config = load_config(args.file)

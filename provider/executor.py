@@ -289,8 +289,12 @@ class Engine:
             log.warning("referrers_capped", subject=subject.ref.pinned(), found=len(ordered), cap=limits.max_referrers)
             ordered = ordered[: limits.max_referrers]
         content = _Content(store, subject.ref, limits.max_blob_bytes)
+        # Nested evidence (a signature on an SBOM) is about the parent artifact, not the image.
+        target_subject = subject if target.digest == subject.descriptor.digest else Subject(
+            subject.ref.with_digest(target.digest), target
+        )
         jobs = [
-            self._run_one(runtime, store, subject, artifact, v, content, verifiers, now, depth)
+            self._run_one(runtime, store, target_subject, artifact, v, content, verifiers, now, depth)
             for artifact in ordered
             for v in verifiers
             if v.verifier.can_verify(artifact)

@@ -309,3 +309,38 @@ async def test_size_limits_apply_before_reading(
     assert "ARTIFACT_TOO_LARGE" in outcome.verdict.decision.reason
     assert "over the" in outcome.verdict.decision.reason and "limit" in outcome.verdict.decision.reason
     assert proxy.count("blobs") == 0  # refused from the descriptor size, nothing downloaded
+
+
+async def test_nested_signatures_are_verified_against_their_parent_artifact(
+    referrers_proxy: ReferrersProxy, signed_set: SignedSet, tmp_path: Path, engine_factory: Any
+) -> None:
+    proxy, key = referrers_proxy, signed_set.key
+    repo = "paths/nested"
+    image = make_image("nested")
+    push_image(proxy.url, repo, "v1", image)
+    parent, blobs = _cosign_referrer(image["descriptor"], key, proxy.host, repo)
+    push_artifact(proxy.url, repo, parent, blobs)
+    parent_digest = referrer_descriptor(parent)["digest"]
+    # a signature over the signature manifest itself (cosign's legacy tag for the parent's digest)
+    cosign_sign_legacy(proxy.url, repo, parent_digest, key)
+    config = _config(
+        tmp_path,
+        [{"host": proxy.host, "plainHttp": True}],
+        signed_set.key_file,
+        limits={"maxNestedDepth": 1, "nestedArtifactTypes": [mt.COSIGN_OCI11_SIGNATURE]},
+    )
+    outcome = await engine_factory(config).verify_key(f"{proxy.host}/{repo}:v1")
+    assert outcome.verdict is not None
+    [top] = [a for a in outcome.verdict.artifacts if a.artifact_type == mt.COSIGN_OCI11_SIGNATURE]
+    assert top.succeeded
+    [nested] = top.nested
+    assert nested.succeeded, nested.reason
+    assert nested.details["signedDigest"] == parent_digest
+    assert nested.nested == ()  # depth-limited
+
+    (tmp_path / "flat").mkdir()
+    flat = await engine_factory(
+        _config(tmp_path / "flat", [{"host": proxy.host, "plainHttp": True}], signed_set.key_file)
+    ).verify_key(f"{proxy.host}/{repo}:v1")
+    assert flat.verdict is not None
+    assert all(a.nested == () for a in flat.verdict.artifacts)
