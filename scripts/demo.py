@@ -76,9 +76,7 @@ def main() -> int:
     trusted = ec.generate_private_key(ec.SECP256R1())
     untrusted = ec.generate_private_key(ec.SECP256R1())
     (work / "cosign.pub").write_bytes(
-        trusted.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        trusted.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     with RegistryProcess() as registry:
         banner(f"registry (Debian docker-registry) at {registry.url}")
@@ -109,9 +107,9 @@ def main() -> int:
             },
         )
         banner("referee config check")
-        subprocess.run([REFEREE, "config", "check", str(config)], check=True)  # noqa: S603
+        subprocess.run([REFEREE, "config", "check", str(config)], check=True)
         banner(f"referee serve (mTLS on 127.0.0.1:{port}, health on :{health})")
-        server = subprocess.Popen(  # noqa: S603
+        server = subprocess.Popen(
             [REFEREE, "--log-level", "warning", "serve", "--config", str(config)],
             stdout=subprocess.DEVNULL,
         )
@@ -142,7 +140,7 @@ def main() -> int:
             mutated = post(f"https://127.0.0.1:{port}/mutate", provider_request(keys[:1]), ctx)
             print(json.dumps(mutated["response"], indent=2))
             banner("referee verify (what a CI pipeline runs), exit code 1 = denied")
-            result = subprocess.run([REFEREE, "verify", "--config", str(config), *keys[:2]], check=False)  # noqa: S603
+            result = subprocess.run([REFEREE, "verify", "--config", str(config), *keys[:2]], check=False)
             print(f"exit code {result.returncode}")
         finally:
             server.send_signal(signal.SIGTERM)
