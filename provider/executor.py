@@ -290,11 +290,14 @@ class Engine:
             ordered = ordered[: limits.max_referrers]
         content = _Content(store, subject.ref, limits.max_blob_bytes)
         # Nested evidence (a signature on an SBOM) is about the parent artifact, not the image.
-        target_subject = subject if target.digest == subject.descriptor.digest else Subject(
-            subject.ref.with_digest(target.digest), target
+        target_subject = (
+            subject
+            if target.digest == subject.descriptor.digest
+            else Subject(subject.ref.with_digest(target.digest), target)
         )
+        siblings = tuple(ordered)
         jobs = [
-            self._run_one(runtime, store, target_subject, artifact, v, content, verifiers, now, depth)
+            self._run_one(runtime, store, target_subject, artifact, v, content, verifiers, now, depth, siblings)
             for artifact in ordered
             for v in verifiers
             if v.verifier.can_verify(artifact)
@@ -318,6 +321,7 @@ class Engine:
         verifiers: Sequence[_ConfiguredVerifier],
         now: datetime,
         depth: int,
+        siblings: tuple[Descriptor, ...],
     ) -> ArtifactResult:
         spec = configured.spec
         artifact_type = artifact.artifact_type or ""
@@ -326,9 +330,10 @@ class Engine:
         try:
             async with self._semaphore:
                 manifest = await store.fetch_manifest(subject.ref, artifact)
-                result = await configured.verifier.verify(
-                    VerificationRequest(subject=subject, artifact=artifact, manifest=manifest, content=content, now=now)
+                request = VerificationRequest(
+                    subject=subject, artifact=artifact, manifest=manifest, content=content, now=now, referrers=siblings
                 )
+                result = await configured.verifier.verify(request)
             outcome = "success" if result.succeeded else "failure"
             nested: list[ArtifactResult] = []
             limits = runtime.config.limits

@@ -31,11 +31,16 @@ class ContentSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VerificationRequest:
+    """One artifact to judge. ``referrers`` lists every artifact found beside it for the same subject (of
+    the types any configured verifier asked for), so a verifier can consult siblings (VEX documents for a
+    report, the newest of several reports) through ``content``."""
+
     subject: Subject
     artifact: Descriptor
     manifest: Manifest
     content: ContentSource
     now: datetime
+    referrers: tuple[Descriptor, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

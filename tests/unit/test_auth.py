@@ -8,7 +8,7 @@ import pytest
 
 from provider.registry.auth import TokenCache, basic_header, parse_challenge, pull_scope
 
-# -- parse_challenge -------------------------------------------------------------------------------------------------
+# -- parse_challenge -----------------------------------------------------------------------------------------------
 
 
 def test_bearer_realm_service_scope() -> None:
@@ -109,7 +109,7 @@ def test_basic_header() -> None:
     assert base64.b64decode(value) == b"alice:pa:ss"
 
 
-# -- TokenCache -------------------------------------------------------------------------------------------------------
+# -- TokenCache ----------------------------------------------------------------------------------------------------
 
 
 class FakeClock:

@@ -229,7 +229,7 @@ def test_sizes(tmp_path: Path, text: str, expected: int) -> None:
     assert config.limits.max_blob_bytes == expected
 
 
-# -- problems carry their path -----------------------------------------------------------------------------------
+# -- problems carry their path -------------------------------------------------------------------------------------
 
 
 def test_unknown_keys_at_several_depths(keydir: Path) -> None:
@@ -529,7 +529,7 @@ def test_password_and_password_file_conflict(tmp_path: Path) -> None:
     assert any(p.startswith("registries.hosts[0].password: ") for p in problems), problems
 
 
-# -- generation ------------------------------------------------------------------------------------------------------
+# -- generation ----------------------------------------------------------------------------------------------------
 
 
 def test_generation_stable_for_identical_inputs(keydir: Path) -> None:
@@ -563,7 +563,7 @@ def test_generation_changes_with_password_file_content(tmp_path: Path) -> None:
     assert load_config(path).generation != first
 
 
-# -- docker config.json ------------------------------------------------------------------------------------------------
+# -- docker config.json --------------------------------------------------------------------------------------------
 
 
 def _docker_config(tmp_path: Path, doc: object) -> RegistriesConfig:
@@ -670,7 +670,7 @@ def test_normalise_registry_key(key: str, host: str) -> None:
     assert normalise_registry_key(key) == host
 
 
-# -- secrets never show ---------------------------------------------------------------------------------------------
+# -- secrets never show --------------------------------------------------------------------------------------------
 
 
 def test_secret_repr_and_str_hide_value() -> None:
@@ -702,7 +702,7 @@ def test_secrets_absent_from_config_repr(keydir: Path) -> None:
         assert value not in dump
 
 
-# -- registries.allow ---------------------------------------------------------------------------------------------------
+# -- registries.allow ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -738,7 +738,7 @@ def test_matches_any(patterns: tuple[str, ...], registry: str, repository: str, 
     assert RegistriesConfig(allow=patterns).is_allowed(registry, repository) is allowed
 
 
-# -- the CLI --------------------------------------------------------------------------------------------------------------
+# -- the CLI -------------------------------------------------------------------------------------------------------
 
 
 def test_cli_config_check_ok(keydir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,7 +32,7 @@ SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_TYPE = "cosign container image signature"
 
 
-# -- a data source that serves blobs by digest, verifying them like a real store ------------------------------------
+# -- a data source that serves blobs by digest, verifying them like a real store -----------------------------------
 
 
 class BlobSource:
@@ -62,7 +62,7 @@ class BlobSource:
         return data
 
 
-# -- building requests ------------------------------------------------------------------------------------------------
+# -- building requests ---------------------------------------------------------------------------------------------
 
 
 def _read(case: str, name: str) -> bytes:
@@ -142,7 +142,7 @@ def _fingerprint_of_pem(path: Path) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
-# -- the vectors ------------------------------------------------------------------------------------------------------
+# -- the vectors ---------------------------------------------------------------------------------------------------
 
 
 def test_vector_subject_digests_match_payloads() -> None:
@@ -267,7 +267,7 @@ def test_can_verify_cosign_artifact_types_only() -> None:
     assert not verifier.can_verify(desc(None))
 
 
-# -- keys generated here, signing the way cosign does ---------------------------------------------------------------
+# -- keys generated here, signing the way cosign does --------------------------------------------------------------
 
 
 def _payload(digest: str, type_: str = COSIGN_TYPE) -> bytes:

@@ -80,7 +80,7 @@ async def _referrers(
     return [d async for d in store.list_referrers(REF, subject, types)]
 
 
-# -- resolve ----------------------------------------------------------------------------------------------------------
+# -- resolve -------------------------------------------------------------------------------------------------------
 
 
 async def test_resolve_tag_v1() -> None:
@@ -123,7 +123,7 @@ async def test_not_a_layout(tmp_path: Path) -> None:
         await _store(tmp_path).resolve(REF)
 
 
-# -- referrers ----------------------------------------------------------------------------------------------------------
+# -- referrers -----------------------------------------------------------------------------------------------------
 
 
 async def test_referrers_find_the_notary_signature_exactly_once() -> None:
@@ -178,7 +178,7 @@ async def test_no_referrers_for_another_subject() -> None:
     assert await _referrers(store, other) == []
 
 
-# -- fetching -------------------------------------------------------------------------------------------------------------
+# -- fetching ------------------------------------------------------------------------------------------------------
 
 
 async def test_fetch_signature_manifest_and_envelope() -> None:

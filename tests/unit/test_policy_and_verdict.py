@@ -39,7 +39,7 @@ def _policy(*required: str) -> RequiredVerifiersPolicy:
     return RequiredVerifiersPolicy(RequiredParams(required=tuple(required)))
 
 
-# -- required-verifiers ------------------------------------------------------------------------------------------------
+# -- required-verifiers --------------------------------------------------------------------------------------------
 
 
 def test_single_required_verifier_success() -> None:
@@ -121,11 +121,13 @@ def test_required_policy_through_plugin_registry() -> None:
     assert not enforcer.decide(SUBJECT, []).allowed
 
 
-# -- deny-all -----------------------------------------------------------------------------------------------------------
+# -- deny-all ------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "results", [[], [_result("sig", True)], [_result("sig", True, 1), _result("x", True, 2)]], ids=["none", "one", "two"]
+    "results",
+    [[], [_result("sig", True)], [_result("sig", True, 1), _result("x", True, 2)]],
+    ids=["none", "one", "two"],
 )
 def test_deny_all_denies_everything(results: list[ArtifactResult]) -> None:
     decision = DenyAllPolicy().decide(SUBJECT, results)
@@ -140,7 +142,7 @@ def test_deny_all_through_plugin_registry() -> None:
     assert not plugin.create(PolicySpec(type="deny-all", params=None)).decide(SUBJECT, [_result("a", True)]).allowed
 
 
-# -- the verdict document ------------------------------------------------------------------------------------------------
+# -- the verdict document ------------------------------------------------------------------------------------------
 
 
 def _verdict(allowed: bool) -> Verdict:

@@ -20,7 +20,7 @@ def _body(api_version: object = V1BETA1, kind: object = "ProviderRequest", keys:
     return json.dumps(doc).encode()
 
 
-# -- parse_request ---------------------------------------------------------------------------------------------------
+# -- parse_request -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("api_version", [V1BETA1, V1ALPHA1])
@@ -103,7 +103,7 @@ def test_too_many_keys() -> None:
     assert "3" in info.value.message
 
 
-# -- response ----------------------------------------------------------------------------------------------------------
+# -- response ------------------------------------------------------------------------------------------------------
 
 
 def test_response_shape() -> None:
@@ -147,7 +147,7 @@ def test_item_value_may_be_any_json_including_falsy() -> None:
     assert item("k", value=False) == {"key": "k", "value": False}
 
 
-# -- the mutation value ---------------------------------------------------------------------------------------------------
+# -- the mutation value --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

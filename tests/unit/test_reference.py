@@ -26,7 +26,7 @@ def _code(exc: ProviderError) -> str:
     return str(exc).split(":", 1)[0]
 
 
-# -- normalisation ---------------------------------------------------------------------------------------------
+# -- normalisation -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -126,7 +126,7 @@ def test_with_digest_keeps_everything_else() -> None:
     assert ref.digest is None  # frozen: the original is unchanged
 
 
-# -- rejections ---------------------------------------------------------------------------------------------------
+# -- rejections ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -202,7 +202,7 @@ def test_parse_digest_rejects(value: str) -> None:
         parse_digest(value)
 
 
-# -- referrers tag schema (§5) ---------------------------------------------------------------------------------------
+# -- referrers tag schema (§5) -------------------------------------------------------------------------------------
 
 
 def test_referrers_tag_sha256() -> None:
@@ -221,7 +221,7 @@ def test_referrers_tag_is_a_valid_tag() -> None:
         assert ref.tag == referrers_tag(digest)
 
 
-# -- digests ----------------------------------------------------------------------------------------------------------
+# -- digests -------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
