@@ -176,7 +176,11 @@ def _parse_docker_config(node: Node) -> tuple[dict[str, Credentials], frozenset[
         return {}, frozenset()
     auths = doc.get("auths", doc if ".dockercfg" in path else {})
     if ".dockerconfigjson" in doc:
-        auths = doc[".dockerconfigjson"].get("auths", {})
+        inner = doc[".dockerconfigjson"]
+        if not isinstance(inner, dict):
+            node.problems.add(field_path, f"{path}: .dockerconfigjson must be an object (decode the Secret first)")
+            return {}, frozenset()
+        auths = inner.get("auths", {})
     creds: dict[str, Credentials] = {}
     if not isinstance(auths, dict):
         node.problems.add(field_path, f"{path}: auths must be an object")

@@ -8,6 +8,7 @@ problem instead of stopping at the first, and rejects keys nobody read.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -160,6 +161,9 @@ class Node:
                 return default
             value = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         seconds = float(value)
+        if not math.isfinite(seconds):
+            self.error(f"must be a finite duration, got {value!r}", name)
+            return default
         if seconds < minimum:
             self.error(f"must be at least {minimum}s", name)
         return seconds

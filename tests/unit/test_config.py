@@ -414,6 +414,22 @@ def test_bad_values_name_their_path(tmp_path: Path, yaml_text: str, path: str) -
     assert problems[0].startswith(f"{path}: "), problems
 
 
+@pytest.mark.parametrize(
+    ("yaml_text", "path"),
+    [
+        ("server:\n  providerTimeout: .nan\n", "server.providerTimeout"),
+        ("server:\n  deadlineMargin: .nan\n", "server.deadlineMargin"),
+        ("cache:\n  verdictTtl: .nan\n", "cache.verdictTtl"),
+        ("server:\n  providerTimeout: .inf\n", "server.providerTimeout"),
+    ],
+)
+def test_non_finite_durations_are_rejected(tmp_path: Path, yaml_text: str, path: str) -> None:
+    # NaN compares false with every bound, so it slips past "must be at least" and the margin check;
+    # an infinite provider timeout cannot be below Gatekeeper's integer Provider timeout
+    problems = _problems_text(tmp_path, yaml_text)
+    assert any(p.startswith(f"{path}: ") for p in problems), problems
+
+
 def test_deadline_margin_must_be_below_provider_timeout(tmp_path: Path) -> None:
     problems = _problems_text(tmp_path, "server:\n  providerTimeout: 1s\n  deadlineMargin: 1s\n")
     assert len(problems) == 1

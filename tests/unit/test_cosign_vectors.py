@@ -39,6 +39,7 @@ class BlobSource:
     def __init__(self, blobs: dict[str, bytes] | None = None) -> None:
         self.blobs: dict[str, bytes] = dict(blobs or {})
         self.fetched: list[str] = []
+        self.limits: list[int | None] = []
 
     def add(self, data: bytes) -> str:
         digest = compute_digest(data)
@@ -51,6 +52,7 @@ class BlobSource:
 
     async def fetch_blob(self, descriptor: Descriptor, max_bytes: int | None = None) -> bytes:
         self.fetched.append(descriptor.digest)
+        self.limits.append(max_bytes)
         if max_bytes is not None and descriptor.size > max_bytes:
             raise ArtifactTooLargeError(f"blob {descriptor.digest} is {descriptor.size} bytes, over {max_bytes}")
         data = self.blobs.get(descriptor.digest)
@@ -236,13 +238,22 @@ async def test_payload_not_matching_layer_digest_fails() -> None:
     assert not result.succeeded
 
 
-async def test_oversized_payload_fails_without_fetching_everything() -> None:
+async def test_oversized_payload_fails() -> None:
     layer = dict(_layer_descriptor("key-valid"))
     layer["size"] = 10 * 1024 * 1024
     source = BlobSource()
     source.add(_read("key-valid", "payload.json"))
     result = await _verifier(COSIGN_PUB).verify(_request([layer], source, _subject_digest("key-valid")))
     assert not result.succeeded
+
+
+async def test_payload_reads_are_size_bounded() -> None:
+    # signatures are small: the verifier must ask for a bounded read (oci-and-referrers.md §2, "signatures: KiB")
+    request = _vector_request("key-valid")
+    assert (await _verifier(COSIGN_PUB).verify(request)).succeeded
+    assert isinstance(request.content, BlobSource)
+    assert request.content.limits
+    assert all(limit is not None and limit <= 1024 * 1024 for limit in request.content.limits)
 
 
 async def test_no_simple_signing_layer() -> None:

@@ -273,3 +273,14 @@ async def test_missing_blob_is_not_found(tmp_path: Path) -> None:
     _blob_path(root, layer.digest).unlink()
     with pytest.raises(NotFoundError):
         await store.fetch_blob(REF, layer, 64 * 1024)
+
+
+@pytest.mark.parametrize(
+    "digest",
+    ["sha256:../../oci-layout", "sha256:" + "../" * 10 + "etc/passwd", "../sha256:" + "0" * 64, "md5:" + "0" * 32],
+)
+async def test_blob_paths_come_only_from_valid_digests(digest: str) -> None:
+    # digests come from untrusted manifests: they must never address a file outside blobs/<alg>/<hex>
+    with pytest.raises(ProviderError) as info:
+        await _store().fetch_blob(REF, Descriptor("application/octet-stream", digest, 1), 1024)
+    assert info.value.code in ("REFERENCE_INVALID", "DIGEST_MISMATCH", "MANIFEST_INVALID")

@@ -80,6 +80,28 @@ def test_rejects(body: bytes, fragment: str) -> None:
     assert fragment in str(info.value)
 
 
+def test_utf16_body_is_rejected() -> None:
+    # RFC 8259 §8.1: JSON exchanged between systems is UTF-8; Gatekeeper's Go client sends UTF-8
+    body = _body(keys=["nginx"]).decode().encode("utf-16")
+    with pytest.raises(RequestInvalidError):
+        parse_request(body, 10)
+
+
+def test_deeply_nested_json_is_a_request_error() -> None:
+    # 100k levels of nesting fit well inside the default 1 MiB body limit; the answer must still be a
+    # RequestInvalidError (-> systemError), not an unexpected exception that turns into an HTTP 500
+    depth = 100_000
+    body = (
+        b'{"apiVersion":"externaldata.gatekeeper.sh/v1beta1","kind":"ProviderRequest","request":{"keys":'
+        + b"[" * depth
+        + b"]" * depth
+        + b"}}"
+    )
+    assert len(body) < 1024 * 1024
+    with pytest.raises(RequestInvalidError):
+        parse_request(body, 1000)
+
+
 @pytest.mark.parametrize(("keys", "bad_index"), [(["a", "b", 7], 2), ([None], 0), (["a", ["b"]], 1), (["a", {}], 1)])
 def test_non_string_key_names_the_index(keys: list[object], bad_index: int) -> None:
     with pytest.raises(RequestInvalidError) as info:
@@ -133,7 +155,7 @@ def test_huge_system_error_is_truncated() -> None:
     text = doc["response"]["systemError"]
     assert text
     assert len(text) < len(huge)
-    assert len(text) <= 4096
+    assert len(text) <= 16 * 1024
     assert text.startswith("xxx")
 
 
