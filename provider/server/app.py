@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from provider import deadline, metrics
 from provider.config import Config, load_config
-from provider.errors import ConfigError, ProviderError, RequestInvalidError
+from provider.errors import ConfigError, DigestMismatchError, ProviderError, RequestInvalidError
 from provider.executor import Clock, Engine, Outcome, utc_now
 from provider.reference import parse_reference
 from provider.server import protocol
@@ -212,7 +212,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
         except ProviderError as exc:
             return exc
         if ref.digest and ref.digest != descriptor.digest:
-            return ProviderError(f"{key} resolves to {descriptor.digest}")
+            return DigestMismatchError(f"{key} resolves to {descriptor.digest}")
         return _pinned_value(key, descriptor.digest, config.server.mutate_keep_tag)
 
     with deadline.deadline_after(_remaining(started, budget)):
