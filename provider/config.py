@@ -83,7 +83,7 @@ class ServerConfig:
     health_address: str = "0.0.0.0"  # noqa: S104
     health_port: int = 8080
     tls: TLSConfig = field(default_factory=TLSConfig)
-    provider_timeout: float = 3.0
+    provider_timeout: float = 2.0
     deadline_margin: float = 0.1
     mutate_provider_timeout: float = 1.0
     mutate_deadline_margin: float = 0.05
@@ -320,6 +320,8 @@ def _parse_tls(node: Node) -> TLSConfig:
         client_auth=node.string("client_auth", "require", choices=("require", "disabled")),
         allowed_client_names=node.str_list("allowed_client_names"),
     )
+    if tls.allowed_client_names and tls.client_auth == "disabled":
+        node.error("needs client certificates: it cannot be used with clientAuth: disabled", "allowed_client_names")
     node.finish()
     return tls
 

@@ -99,6 +99,13 @@ class VerificationError(ProviderError):
     code = "VERIFICATION_ERROR"
 
 
+class InternalError(ProviderError):
+    """A bug: reported without detail, never cached by Gatekeeper (named in ``systemError``)."""
+
+    code = "INTERNAL_ERROR"
+    transient = True
+
+
 class RequestInvalidError(ProviderError):
     """A ProviderRequest that cannot be served at all."""
 

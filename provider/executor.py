@@ -159,6 +159,8 @@ class Engine:
     def swap(self, config: Config) -> None:
         """Install a new configuration generation; in-flight work finishes on the old one."""
         old = self.runtime
+        if old.config.cache.content_max_bytes != config.cache.content_max_bytes:
+            self.content = ContentCache(config.cache.content_max_bytes)
         self.runtime = Runtime(config, self.content)
         if old.config.cache != config.cache or old.config.limits != config.limits:
             self._configure_caches(config)
@@ -338,9 +340,15 @@ class Engine:
             nested: list[ArtifactResult] = []
             limits = runtime.config.limits
             if depth < limits.max_nested_depth and artifact_type in limits.nested_artifact_types:
-                nested = await self._verify_referrers(
-                    runtime, store, subject, manifest.descriptor, verifiers, now, depth + 1
-                )
+                try:
+                    nested = await self._verify_referrers(
+                        runtime, store, subject, manifest.descriptor, verifiers, now, depth + 1
+                    )
+                except ProviderError as exc:
+                    if exc.transient:
+                        raise
+                    reason = f"nested evidence could not be listed: {exc}"
+                    nested = [self._error_result(manifest.descriptor, spec, exc.code, reason)]
             return ArtifactResult(
                 digest=artifact.digest,
                 artifact_type=artifact_type,

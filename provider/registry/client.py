@@ -52,7 +52,11 @@ from provider.registry.auth import (
 
 log = structlog.get_logger("referee.registry")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
 MAX_REDIRECTS = 3
 MAX_ERROR_BODY = 64 * 1024
 MAX_TOKEN_BODY = 64 * 1024
@@ -150,7 +154,7 @@ class RegistryClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60)
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 trust_env=False,
@@ -182,7 +186,8 @@ class RegistryClient:
             semaphore=asyncio.Semaphore(settings.max_concurrency or self.config.max_concurrency),
             auth=HostAuthState(credentials=credentials),
             settings=settings,
-            helper_only=credentials is None and ref.registry in self.config.credential_helpers,
+            helper_only=credentials is None
+            and (ref.registry in self.config.credential_helpers or "*" in self.config.credential_helpers),
         )
         self._hosts[ref.registry] = host
         return host
@@ -248,6 +253,14 @@ class RegistryClient:
             raise AuthDeniedError(
                 f"{host.registry}: token realm {realm} is plain HTTP; list {realm_host} with plainHttp: true "
                 "to allow it"
+            )
+        registry_netloc = urlsplit(host.base_url).netloc
+        if realm_host not in (registry_netloc, host.registry) and not (
+            self.config.is_allowed(realm_host, "") or realm_host in {h.host for h in self.config.hosts}
+        ):
+            raise AuthDeniedError(
+                f"{host.registry}: token realm host {realm_host} is not in registries.allow or registries.hosts; "
+                "Referee contacts only listed hosts"
             )
         ssl_ctx: ssl.SSLContext | bool
         if parts.scheme == "http":
@@ -362,8 +375,8 @@ class RegistryClient:
                 try:
                     resp = await self._send(host, method, target, scope, accept, max_bytes, what)
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-                        raise RegistryError(f"{host.registry}: TLS failure: {exc}") from None
+                    if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
+                        raise RegistryError(f"{host.registry}: TLS certificate not trusted: {exc}") from None
                     if attempts >= self.config.max_attempts:
                         raise RegistryUnavailableError(
                             f"{host.registry} unreachable after {attempts} attempts ({type(exc).__name__})"
@@ -385,7 +398,7 @@ class RegistryClient:
                         self._tokens.drop(self._token_key(host, stale, scope))
                     await self._authenticate(host, challenge, scope)
                     continue
-                if resp.status in RETRY_STATUSES:
+                if _retryable(resp.status):
                     if attempts >= self.config.max_attempts:
                         raise RegistryUnavailableError(
                             f"{host.registry} answered {resp.status} to {what} after {attempts} attempts"

@@ -24,7 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from provider import deadline, metrics
 from provider.config import Config, load_config
-from provider.errors import ConfigError, DigestMismatchError, ProviderError, RequestInvalidError
+from provider.confignode import camel
+from provider.errors import ConfigError, DigestMismatchError, InternalError, ProviderError, RequestInvalidError
 from provider.executor import Clock, Engine, Outcome, utc_now
 from provider.reference import parse_reference
 from provider.server import protocol
@@ -110,10 +111,16 @@ async def _run_keys(
         task.cancel()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
-    done = {k: t.result() for k, t in tasks.items() if not t.cancelled() and t.done() and t.exception() is None}
+    done: dict[str, Any] = {}
     for k, t in tasks.items():
-        if t.done() and not t.cancelled() and t.exception() is not None:
-            log.error("key_crashed", key=k, error=repr(t.exception()))
+        if t.cancelled() or not t.done():
+            continue
+        exc = t.exception()
+        if exc is None:
+            done[k] = t.result()
+        else:
+            log.error("key_crashed", key=k, error=repr(exc))
+            done[k] = InternalError(f"unexpected {type(exc).__name__} while answering this key")
     return done, set(unique) - set(done)
 
 
@@ -147,9 +154,12 @@ async def handle_verify(request: web.Request) -> web.Response:
     items: list[dict[str, Any]] = []
     retry: dict[str, str] = {}
     for key in req.keys:
-        outcome: Outcome | None = results.get(key)
+        outcome: Outcome | InternalError | None = results.get(key)
         if outcome is None:
             retry[key] = f"DEADLINE_EXCEEDED: not finished within {budget:.2f}s"
+            continue
+        if isinstance(outcome, InternalError):
+            retry[key] = str(outcome)
             continue
         if outcome.error is not None and outcome.error.transient:
             retry[key] = str(outcome.error)
@@ -160,13 +170,16 @@ async def handle_verify(request: web.Request) -> web.Response:
             items.append(protocol.item(key, error=str(outcome.error)))
     for key in dict.fromkeys(req.keys):
         outcome = results.get(key)
-        kind, fields = _summarise(outcome) if outcome else ("unfinished", {"error": retry.get(key)})
+        if isinstance(outcome, Outcome):
+            kind, fields = _summarise(outcome)
+        else:
+            kind, fields = "unfinished", {"error": retry.get(key)}
         metrics.KEYS.labels(endpoint, kind).inc()
         log.info(
             "key_answered",
             key=key,
             outcome=kind,
-            cached=bool(outcome and outcome.cached),
+            cached=isinstance(outcome, Outcome) and outcome.cached,
             duration_ms=round((time.monotonic() - key_started.get(key, started)) * 1000, 1),
             **fields,
         )
@@ -283,17 +296,17 @@ def reload_once(state: ServerState) -> bool:
             log.error("config_reload_rejected", problems=exc.problems, kept_generation=state.config.generation)
             metrics.CONFIG_RELOADS.labels("rejected").inc()
         state.last_reload_error = exc.problems
+        if state.tls is not None:
+            state.tls.maybe_reload(state.config.server.tls)
         return False
     state.last_reload_error = []
     swapped = False
     if new.generation != state.config.generation:
         old = state.config
-        if (old.server.address, old.server.port, old.server.health_port) != (
-            new.server.address,
-            new.server.port,
-            new.server.health_port,
-        ):
-            log.warning("config_reload_needs_restart", setting="server address or ports")
+        fixed = ("address", "port", "health_address", "health_port", "keepalive_timeout", "shutdown_grace")
+        changed = [name for name in fixed if getattr(old.server, name) != getattr(new.server, name)]
+        if changed:
+            log.warning("config_reload_needs_restart", settings=[f"server.{camel(n)}" for n in changed])
         state.engine.swap(new)
         metrics.CONFIG_GENERATION.clear()
         metrics.CONFIG_GENERATION.labels(new.generation).set(1)

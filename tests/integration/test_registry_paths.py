@@ -200,6 +200,12 @@ async def test_429_and_5xx_are_retried_within_the_deadline(
     failed = await engine.verify_key(f"{proxy.host}/{signed_set.repo}:unsigned")
     assert failed.error is not None and failed.error.code == "REGISTRY_UNAVAILABLE" and failed.error.transient
 
+    proxy.status_override["/manifests/"] = (501, {}, 10)
+    unimplemented = await engine.verify_key(f"{proxy.host}/{signed_set.repo}:copied")
+    assert unimplemented.error is not None
+    assert unimplemented.error.code == "REGISTRY_UNAVAILABLE"
+    assert unimplemented.error.transient
+
     proxy.status_override["/manifests/"] = (429, {"Retry-After": "120"}, 1)
     slow = await engine.verify_key(f"{proxy.host}/{signed_set.repo}:tampered")
     assert slow.error is not None and slow.error.transient

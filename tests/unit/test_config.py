@@ -63,7 +63,7 @@ server:
   maxBodyBytes: 2MiB
   reloadInterval: 1s
   tls:
-    clientAuth: disabled
+    clientAuth: require
     allowedClientNames: [gatekeeper-webhook-service.gatekeeper-system.svc]
 cache:
   verdictTtl: 5m
@@ -149,7 +149,7 @@ def test_full_config_parses_to_snake_case_fields(keydir: Path) -> None:
     assert s.max_keys == 50
     assert s.max_body_bytes == 2 * 1024 * 1024
     assert s.reload_interval == pytest.approx(1.0)
-    assert s.tls.client_auth == "disabled"
+    assert s.tls.client_auth == "require"
     assert s.tls.allowed_client_names == ("gatekeeper-webhook-service.gatekeeper-system.svc",)
 
     c = config.cache
@@ -792,3 +792,12 @@ def test_load_config_bytes_matches_file(keydir: Path) -> None:
     from_bytes = load_config_bytes(path.read_bytes(), keydir)
     assert isinstance(from_bytes, Config)
     assert from_bytes.generation == from_file.generation
+
+
+def test_allowed_client_names_need_client_certificates(tmp_path: Path) -> None:
+    bad = "server:\n  tls:\n    clientAuth: disabled\n    allowedClientNames: [gk]\n"
+    with pytest.raises(ConfigError) as exc:
+        load_config_bytes(bad.encode(), tmp_path)
+    assert exc.value.problems == [
+        "server.tls.allowedClientNames: needs client certificates: it cannot be used with clientAuth: disabled"
+    ]
