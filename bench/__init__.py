@@ -1,0 +1,1 @@
+"""Referee benchmark (see README.md)."""
