@@ -42,3 +42,18 @@ ANNOTATION_COSIGN_CHAIN = "dev.sigstore.cosign/chain"
 ANNOTATION_COSIGN_BUNDLE = "dev.sigstore.cosign/bundle"
 
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
+
+# Sigstore (issue 4): older bundle media types, cosign's RFC 3161 annotation and the attestation layer annotation.
+SIGSTORE_BUNDLE_LEGACY = tuple(f"application/vnd.dev.sigstore.bundle+json;version=0.{n}" for n in (1, 2, 3))
+SIGSTORE_BUNDLE_TYPES = frozenset({SIGSTORE_BUNDLE_V03, *SIGSTORE_BUNDLE_LEGACY})
+ANNOTATION_COSIGN_RFC3161 = "dev.sigstore.cosign/rfc3161timestamp"
+ANNOTATION_COSIGN_PREDICATE_TYPE = "predicateType"
+ANNOTATION_BUNDLE_CONTENT = "dev.sigstore.bundle.content"
+ANNOTATION_BUNDLE_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
+
+# Supply-chain metadata referrers (artifact types are not standardised; these are the common ones).
+SPDX_JSON = "application/spdx+json"
+CYCLONEDX_JSON = "application/vnd.cyclonedx+json"
+SARIF_JSON = "application/sarif+json"
+OPENVEX_JSON = "application/vnd.openvex+json"
+OPENVEX_JSON_SHORT = "application/openvex+json"

@@ -8,6 +8,8 @@ BUILTIN_MODULES = (
     "provider.stores.registry",
     "provider.stores.oci_layout",
     "provider.verifiers.cosign",
+    "provider.verifiers.sigstore_bundle",
+    "provider.verifiers.attestation",
     "provider.policies.required",
 )
 

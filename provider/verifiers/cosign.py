@@ -1,17 +1,23 @@
-"""The ``cosign`` verifier: cosign simple-signing signatures verified with configured public keys.
+"""The ``cosign`` verifier: cosign simple-signing signatures, key-based or keyless (Fulcio + Rekor).
 
 Handles the legacy ``sha256-<hex>.sig`` tag form (one layer per signature) and cosign's OCI 1.1 referrer
 form (``application/vnd.dev.cosign.artifact.sig.v1+json``), which stores the same layers. Each layer blob is
 the signed payload; the signature is the ``dev.cosignproject.cosign/signature`` annotation. The payload must
 be a ``cosign container image signature`` whose ``docker-manifest-digest`` is the subject's digest.
+
+Keys verify directly. A keyless signature carries its Fulcio certificate (``dev.sigstore.cosign/certificate``,
+``…/chain``); it counts when the Rekor SET (``dev.sigstore.cosign/bundle``) or an RFC 3161 timestamp proves a
+signing time inside the certificate's validity, the chain reaches a configured Fulcio root at that time and the
+SAN + OIDC issuer match a configured identity. The checks live in :mod:`provider.verifiers.sigstore_common`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from provider import mediatypes as mt
@@ -19,7 +25,14 @@ from provider.confignode import Node
 from provider.errors import ArtifactTooLargeError, DigestMismatchError, ManifestInvalidError
 from provider.oci import Descriptor
 from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
-from provider.verifiers.keys import TrustedKey, parse_keys
+from provider.verifiers.keys import TrustedKey
+from provider.verifiers.sigstore_common import (
+    Rejected,
+    SigstorePolicy,
+    evidence_from_annotations,
+    message_binder,
+    parse_policy,
+)
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_SIGNATURES = 32
@@ -28,6 +41,7 @@ MAX_SIGNATURES = 32
 @dataclass(frozen=True, slots=True)
 class CosignParams:
     keys: tuple[TrustedKey, ...]
+    policy: SigstorePolicy = field(default_factory=SigstorePolicy)
 
 
 def check_simple_signing(payload: bytes, subject_digest: str) -> tuple[str | None, dict[str, Any]]:
@@ -97,20 +111,33 @@ class CosignVerifier:
             payload = await request.content.fetch_blob(layer, MAX_PAYLOAD_BYTES)
         except (ArtifactTooLargeError, DigestMismatchError, ManifestInvalidError) as exc:
             return str(exc)
-        key = next((k for k in self.params.keys if k.verify(signature, payload)), None)
-        if key is None:
-            return f"signature does not verify with any of {len(self.params.keys)} configured keys"
-        problem, facts = check_simple_signing(payload, request.subject.descriptor.digest)
+        try:
+            evidence = evidence_from_annotations(
+                layer.annotations,
+                signature=signature,
+                signed=payload,
+                bind=message_binder(hashlib.sha256(payload).digest(), signature),
+                timestamp_message=signature,
+            )
+            facts = self.params.policy.verify(evidence, request.subject.ref)
+        except Rejected as exc:
+            return exc.reason
+        problem, statement = check_simple_signing(payload, request.subject.descriptor.digest)
         if problem is not None:
             return f"signature valid but {problem}"
+        if facts.get("signer") == "keyless":
+            reason = f"keyless signature by {facts['identity']} ({facts['issuer']}) verified"
+            if "integratedTime" in facts:
+                reason += f", logged at {facts['integratedTime']}"
+        else:
+            reason = f"signature verified with key {facts['keyFingerprint'][:19]}"
         return VerifierResult(
             True,
-            f"signature verified with key {key.fingerprint[:19]}",
+            reason,
             {
-                "keyFingerprint": key.fingerprint,
-                "keyType": key.kind,
+                **facts,
                 "payloadDigest": layer.digest,
-                **{k: v for k, v in facts.items() if v is not None},
+                **{k: v for k, v in statement.items() if v is not None},
             },
         )
 
@@ -120,10 +147,12 @@ class CosignPlugin:
     default_artifact_types = frozenset({mt.COSIGN_LEGACY_SIGNATURES, mt.COSIGN_OCI11_SIGNATURE})
 
     def parse_params(self, node: Node) -> CosignParams:
-        keys = parse_keys(node)
-        if not keys and not any(p.startswith(node.child_path("keys")) for p in node.problems.items):
-            node.error("at least one public key is required", "keys")
-        return CosignParams(keys=keys)
+        """``keys`` and/or keyless ``identities`` with their trust material (see :func:`parse_policy`)."""
+        before = len(node.problems.items)
+        policy = parse_policy(node, require_tlog_default=False)
+        if not policy.keys and not policy.identities and len(node.problems.items) == before:
+            node.error("at least one public key or keyless identity is required", "keys")
+        return CosignParams(keys=policy.keys, policy=policy)
 
     def create(self, spec: VerifierSpec) -> CosignVerifier:
         return CosignVerifier(spec)

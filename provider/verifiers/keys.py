@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,6 +26,7 @@ class TrustedKey:
     key: PublicKey
     fingerprint: str
     source: str
+    scopes: tuple[str, ...] = ("*",)
 
     @property
     def kind(self) -> str:
@@ -83,9 +84,19 @@ def load_public_key(pem: bytes) -> PublicKey:
 
 
 def parse_keys(node: Node, name: str = "keys") -> tuple[TrustedKey, ...]:
-    """``keys``: a list whose items are PEM text or a path to a PEM file."""
+    """``keys``: a list whose items are PEM text or a path to a PEM file, or mappings ``{key: <PEM or path>,
+    scopes: [patterns]}`` limiting the repositories the key may sign for."""
 
     def parse(item: object, path: str) -> TrustedKey | None:
+        if isinstance(item, dict):
+            entry = Node(item, path, node.problems)
+            value = entry.string("key")
+            scopes = entry.str_list("scopes", ("*",))
+            entry.finish()
+            if value is None:
+                return None
+            found = parse(value, f"{path}.key")
+            return None if found is None else replace(found, scopes=scopes)
         if not isinstance(item, str) or not item.strip():
             node.problems.add(path, "expected PEM text or a file path")
             return None

@@ -1,0 +1,237 @@
+"""Sigstore bundles: the sigstore-conformance cases and cosign's OCI attestation bundle
+(vectors/sigstore-bundle/README.md), through sigstore-python and through the hand-written path."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from provider import mediatypes as mt
+from provider.errors import ConfigError
+from provider.reference import parse_reference
+from provider.verifiers.sigstore_bundle import BundleChecker
+from provider.verifiers.sigstore_common import Rejected
+from tests.support.sigstore_sign import (
+    FakeSigstore,
+    MemorySource,
+    artifact_request,
+    build_verifier,
+    layer,
+    pem_public,
+    slsa_v1,
+    statement,
+)
+
+VECTORS = Path("/work/shared/vectors/sigstore-bundle")
+CASES = VECTORS / "conformance"
+PUBLIC_GOOD = VECTORS / "trusted_root.public-good.json"
+BEACON = {
+    "identity": "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/"
+    "extremely-dangerous-oidc-beacon.yml@refs/heads/main",
+    "issuer": "https://token.actions.githubusercontent.com",
+}
+OCI = VECTORS / "cosign-oci-attestation"
+OCI_DIGEST = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4"
+CODY = {"identity": "cody@soyland.com", "issuer": "https://github.com/login/oauth"}
+REF = parse_reference("registry.example/team/app:v1")
+
+EXPECTED = {
+    "happy-path-v0.3": True,
+    "happy-path-intoto-in-dsse-v3": True,
+    "intoto-with-custom-trust-root": True,
+    "managed-key-happy-path": True,
+    "signature-mismatch_fail": False,
+    "dsse-invalid-sig_fail": False,
+}
+
+
+def _checker(root: Path, *, keys: list[str] | None = None, identities: list[dict[str, Any]] | None = None) -> Any:
+    params: dict[str, Any] = {"trustedRoot": str(root)}
+    if keys:
+        params["keys"] = keys
+    if identities:
+        params["identities"] = identities
+    return build_verifier({"name": "bundles", "type": "sigstore-bundle", **params}).params.checker
+
+
+def _case(name: str) -> tuple[BundleChecker, bytes, str]:
+    case = CASES / name
+    root = case / "trusted_root.json" if (case / "trusted_root.json").exists() else PUBLIC_GOOD
+    artifact = case / "artifact" if (case / "artifact").exists() else VECTORS / "a.txt"
+    if (case / "key.pub").exists():
+        checker = _checker(root, keys=[str(case / "key.pub")])
+    else:
+        checker = _checker(root, identities=[BEACON])
+    digest = "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()
+    return checker, (case / "bundle.sigstore.json").read_bytes(), digest
+
+
+@pytest.mark.parametrize("path", ["sigstore-python", "hand-written"])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_conformance_case_verdicts(name: str, path: str) -> None:
+    checker, raw, digest = _case(name)
+    if path == "hand-written":
+        checker = dataclasses.replace(checker, sigstore=None)
+    if EXPECTED[name]:
+        outcome = checker.verify(raw, digest, REF)
+        assert outcome.facts["signer"] in ("key", "keyless")
+        assert outcome.facts["tlogVerified"] is True
+    else:
+        with pytest.raises(Rejected) as info:
+            checker.verify(raw, digest, REF)
+        assert "signature" in info.value.reason.lower()
+
+
+def test_which_path_verified_what() -> None:
+    # certificate bundles with hashedrekord/dsse entries go to sigstore-python; the gaps are hand-written
+    assert (
+        _case("happy-path-v0.3")[0].verify(*_case("happy-path-v0.3")[1:], REF).facts["verifiedWith"]
+        == "sigstore-python"
+    )
+    for name in ("managed-key-happy-path", "intoto-with-custom-trust-root"):
+        checker, raw, digest = _case(name)
+        assert checker.verify(raw, digest, REF).facts["verifiedWith"] == "referee"
+
+
+def test_intoto_bundle_uses_its_rfc3161_timestamp_and_subject() -> None:
+    checker, raw, digest = _case("intoto-with-custom-trust-root")
+    facts = checker.verify(raw, digest, REF).facts
+    assert facts["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert facts["timestamps"] == ["2023-02-01T00:00:00Z"] or facts["integratedTime"] == "2023-02-01T00:00:00Z"
+    with pytest.raises(Rejected) as info:
+        checker.verify(raw, "sha256:" + "0" * 64, REF)
+    assert "do not include the image digest" in info.value.reason
+
+
+def test_managed_key_wrong_key_is_rejected_at_configuration() -> None:
+    with pytest.raises(ConfigError) as info:
+        _checker(PUBLIC_GOOD, keys=[str(CASES / "managed-key-wrong-key_fail" / "key.pub")])
+    assert info.value.problems == ["verifiers[0].keys[0]: not a PEM public key"]
+
+
+def test_managed_key_bundle_with_another_key_fails() -> None:
+    other = Path("/tmp") / "referee-other-key.pub"
+    other.write_bytes(pem_public(ec.generate_private_key(ec.SECP256R1())))
+    checker = _checker(PUBLIC_GOOD, keys=[str(other)])
+    raw = (CASES / "managed-key-happy-path" / "bundle.sigstore.json").read_bytes()
+    digest = "sha256:" + hashlib.sha256((VECTORS / "a.txt").read_bytes()).hexdigest()
+    with pytest.raises(Rejected) as info:
+        checker.verify(raw, digest, REF)
+    assert "signature does not verify with any of 1 configured keys" in info.value.reason
+
+
+def test_message_bundle_for_another_artifact_fails() -> None:
+    checker, raw, _ = _case("happy-path-v0.3")
+    for candidate in (checker, dataclasses.replace(checker, sigstore=None)):
+        with pytest.raises(Rejected):
+            candidate.verify(raw, "sha256:" + "1" * 64, REF)
+
+
+@pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
+def test_oci_attestation_bundle(sigstore: bool) -> None:
+    checker = _checker(OCI / "trusted_root_pgi.json", identities=[CODY])
+    if not sigstore:
+        checker = dataclasses.replace(checker, sigstore=None)
+    raw = (OCI / "oci-attestation.sigstore.json").read_bytes()
+    facts = checker.verify(raw, OCI_DIGEST, REF).facts
+    assert facts["identity"] == "cody@soyland.com"
+    assert facts["predicateType"] == "https://cosign.sigstore.dev/attestation/v1"
+    with pytest.raises(Rejected) as info:
+        checker.verify(raw, "sha256:" + "2" * 64, REF)
+    assert "do not include the image digest" in info.value.reason
+
+
+def test_oci_attestation_bundle_wrong_san_and_wrong_issuer() -> None:
+    for rule in (dict(CODY, identity="someone@soyland.com"), dict(CODY, issuer="https://accounts.google.com")):
+        checker = _checker(OCI / "trusted_root_pgi.json", identities=[rule])
+        raw = (OCI / "oci-attestation.sigstore.json").read_bytes()
+        for candidate in (checker, dataclasses.replace(checker, sigstore=None)):
+            with pytest.raises(Rejected) as info:
+                candidate.verify(raw, OCI_DIGEST, REF)
+            assert "matches none of the configured identities" in info.value.reason
+
+
+async def test_bundle_verifier_on_a_referrer_manifest() -> None:
+    verifier = build_verifier(
+        {
+            "name": "bundles",
+            "type": "sigstore-bundle",
+            "trustedRoot": str(OCI / "trusted_root_pgi.json"),
+            "identities": [CODY],
+        }
+    )
+    source = MemorySource()
+    raw = (OCI / "oci-attestation.sigstore.json").read_bytes()
+    layers = [layer(source, mt.SIGSTORE_BUNDLE_V03, raw)]
+    good = artifact_request(source, layers, subject_digest=OCI_DIGEST, artifact_type=mt.SIGSTORE_BUNDLE_V03)
+    assert verifier.can_verify(good.artifact)
+    result = await verifier.verify(good)
+    assert result.succeeded, result.reason
+    assert result.details["bundleDigest"] == layers[0]["digest"]
+    bad = artifact_request(source, layers, subject_digest="sha256:" + "3" * 64, artifact_type=mt.SIGSTORE_BUNDLE_V03)
+    result = await verifier.verify(bad)
+    assert not result.succeeded
+    assert "bundle 0: statement subjects" in result.reason
+
+
+# -- generated bundles -----------------------------------------------------------------------------------------------
+
+SUBJECT = "sha256:" + hashlib.sha256(b"image manifest bytes").hexdigest()
+
+
+def _fake_root(tmp_path: Path, fake: FakeSigstore) -> Path:
+    path = tmp_path / "trusted_root.json"
+    path.write_bytes(fake.trusted_root())
+    return path
+
+
+def test_generated_public_key_dsse_bundle(tmp_path: Path) -> None:
+    fake = FakeSigstore()
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "key.pub").write_bytes(pem_public(key))
+    checker = _checker(_fake_root(tmp_path, fake), keys=[str(tmp_path / "key.pub")])
+    raw = fake.dsse_bundle(key, statement(SUBJECT, "https://sigstore.dev/cosign/sign/v1", {}))
+    facts = checker.verify(raw, SUBJECT, REF).facts
+    assert facts["signer"] == "key" and facts["verifiedWith"] == "referee"
+    tampered = json.loads(raw)
+    tampered["dsseEnvelope"]["payload"] = tampered["dsseEnvelope"]["payload"][:-4] + "AAAA"
+    with pytest.raises(Rejected) as info:
+        checker.verify(json.dumps(tampered).encode(), SUBJECT, REF)
+    assert "does not verify" in info.value.reason
+
+
+@pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
+def test_generated_keyless_bundles(tmp_path: Path, sigstore: bool) -> None:
+    fake = FakeSigstore()
+    identity = {"identity": "dev@example.com", "issuer": "https://issuer.example"}
+    key, cert = fake.issue(identity["identity"], identity["issuer"])
+    checker = _checker(_fake_root(tmp_path, fake), identities=[identity])
+    if not sigstore:
+        checker = dataclasses.replace(checker, sigstore=None)
+    message = fake.message_bundle(key, bytes.fromhex(SUBJECT[7:]), cert=cert)
+    assert checker.verify(message, SUBJECT, REF).facts["identity"] == "dev@example.com"
+    dsse = fake.dsse_bundle(
+        key, statement(SUBJECT, "https://slsa.dev/provenance/v1", slsa_v1("b", "r", "x")), cert=cert
+    )
+    assert checker.verify(dsse, SUBJECT, REF).facts["predicateType"] == "https://slsa.dev/provenance/v1"
+    wrong = _checker(_fake_root(tmp_path, fake), identities=[dict(identity, identity="other@example.com")])
+    with pytest.raises(Rejected):
+        (wrong if sigstore else dataclasses.replace(wrong, sigstore=None)).verify(message, SUBJECT, REF)
+
+
+def test_unsupported_media_type_and_sha512_subject() -> None:
+    checker, raw, digest = _case("happy-path-v0.3")
+    doc = json.loads(raw)
+    doc["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=9"
+    with pytest.raises(Rejected) as info:
+        checker.verify(json.dumps(doc).encode(), digest, REF)
+    assert "unsupported bundle media type" in info.value.reason
+    with pytest.raises(Rejected) as info:
+        checker.verify(raw, "sha512:" + "0" * 128, REF)
+    assert "only sha256" in info.value.reason
