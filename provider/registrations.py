@@ -8,6 +8,7 @@ BUILTIN_MODULES = (
     "provider.stores.registry",
     "provider.stores.oci_layout",
     "provider.verifiers.cosign",
+    "provider.verifiers.notation",
     "provider.verifiers.sigstore_bundle",
     "provider.verifiers.attestation",
     "provider.policies.required",
