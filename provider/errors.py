@@ -99,6 +99,13 @@ class VerificationError(ProviderError):
     code = "VERIFICATION_ERROR"
 
 
+class RevocationUnavailableError(ProviderError):
+    """An enforced revocation check could not reach any responder in time: undecided, so not cached."""
+
+    code = "REVOCATION_UNAVAILABLE"
+    transient = True
+
+
 class InternalError(ProviderError):
     """A bug: reported without detail, never cached by Gatekeeper (named in ``systemError``)."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from provider.errors import RevocationUnavailableError
 from provider.oci import Descriptor
 from tests.support import notation_sign as ns
 from tests.unit.notation_helpers import COSE, JWS, NOW, params, policy, verify
@@ -667,3 +669,31 @@ async def test_online_revocation_ocsp_and_crl_on_loopback(tmp_path: Path) -> Non
         assert state["crl_hits"] == 1
     finally:
         await runner.cleanup()
+
+
+async def test_unreachable_responder_is_undecided_not_a_cached_denial(tmp_path: Path) -> None:
+    """No responder answers: under an enforced revocation check that is undecided (transient, so Gatekeeper is
+    told to ask again) rather than a denial that would be cached; a definite failure stays a failure."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    aia = x509.AuthorityInformationAccess(
+        [
+            x509.AccessDescription(
+                x509.oid.AuthorityInformationAccessOID.OCSP,
+                x509.UniformResourceIdentifier(f"http://127.0.0.1:{closed_port}/ocsp"),
+            )
+        ]
+    )
+    pki = ns.TestPki.create("down", extra=[(aia, False)])
+    envelope = sign(ns.sign_jws, pki)
+    online = {"mode": "online", "allow": ["127.0.0.1"], "timeout": "1s"}
+    with pytest.raises(RevocationUnavailableError) as exc:
+        await check(tmp_path, pki, envelope, JWS, revocation=online)
+    assert exc.value.transient
+    assert "has unknown revocation status" in exc.value.message
+    logged = await check(tmp_path, pki, envelope, JWS, revocation=online, level="permissive")
+    assert logged.succeeded, logged.reason
+    refused = await check(tmp_path, pki, envelope, JWS, revocation={"mode": "online", "allow": ["other.example"]})
+    assert not refused.succeeded
+    assert "host not in revocation.allow" in refused.reason

@@ -53,12 +53,19 @@ class RevocationConfig:
     max_crl_bytes: int = 8 * 1024 * 1024
 
 
+class _Notes(list[str]):
+    """Why a status could not be had; ``transient`` when a responder was unreachable or out of time."""
+
+    transient = False
+
+
 @dataclass(frozen=True, slots=True)
 class CertStatus:
     subject: str
     status: str
     method: str
     detail: str = ""
+    transient: bool = False
 
     def to_json(self) -> dict[str, str]:
         out = {"subject": self.subject, "status": self.status, "method": self.method}
@@ -81,6 +88,11 @@ class ChainStatus:
         return GOOD
 
     @property
+    def transient(self) -> bool:
+        """Unknown only because a responder could not be reached in time: worth asking again later."""
+        return self.status == UNKNOWN and all(c.transient for c in self.certificates if c.status == UNKNOWN)
+
+    @property
     def problem(self) -> str | None:
         """Why the chain fails (revoked first), or None when every certificate is good or not revocable."""
         for wanted in (REVOKED, UNKNOWN):
@@ -89,6 +101,11 @@ class ChainStatus:
                     what = "is revoked" if wanted == REVOKED else "has unknown revocation status"
                     return f"certificate {c.subject!r} {what} ({c.method}{': ' + c.detail if c.detail else ''})"
         return None
+
+
+def _mark_transient(notes: list[str]) -> None:
+    if isinstance(notes, _Notes):
+        notes.transient = True
 
 
 def _urls(cert: x509.Certificate) -> tuple[list[str], list[str]]:
@@ -195,7 +212,7 @@ class RevocationChecker:
         ocsp_urls, crl_urls = _urls(cert)
         if not ocsp_urls and not crl_urls:
             return CertStatus(subject, NOT_REVOCABLE, "none", "no OCSP or CRL location")
-        notes: list[str] = []
+        notes = _Notes()
         if ocsp_urls:
             if self.config.mode == "online":
                 status = await self._ocsp(cert, issuer, ocsp_urls, now, signing_time, notes)
@@ -206,7 +223,8 @@ class RevocationChecker:
         status = await self._crl(cert, issuer, crl_urls, now, signing_time, notes)
         if status is not None:
             return status
-        return CertStatus(subject, UNKNOWN, "ocsp" if ocsp_urls and not crl_urls else "crl", "; ".join(notes))
+        method = "ocsp" if ocsp_urls and not crl_urls else "crl"
+        return CertStatus(subject, UNKNOWN, method, "; ".join(notes), transient=notes.transient)
 
     # -- OCSP --------------------------------------------------------------------------------------------------
 
@@ -417,6 +435,7 @@ class RevocationChecker:
         budget = self.config.timeout if remaining is None else min(self.config.timeout, remaining)
         if budget <= 0:
             notes.append(f"{url}: no time left before the deadline")
+            _mark_transient(notes)
             return None
         started = time.perf_counter()
         try:
@@ -429,10 +448,13 @@ class RevocationChecker:
                 async with request as response:
                     if response.status // 100 != 2:
                         notes.append(f"{url}: HTTP {response.status}")
+                        if response.status >= 500 or response.status == 429:
+                            _mark_transient(notes)
                         return None
                     data = await response.content.read(self.config.max_crl_bytes + 1)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             notes.append(f"{url}: {type(exc).__name__}")
+            _mark_transient(notes)
             log.warning("revocation_fetch_failed", url=url, error=type(exc).__name__)
             return None
         if len(data) > self.config.max_crl_bytes:

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from provider.errors import RevocationUnavailableError
 from provider.oci import Descriptor
 from provider.verifiers.base import VerifierResult
 from provider.verifiers.notation import envelope_cose, envelope_jws
@@ -269,6 +270,8 @@ async def _authentic_timestamp(
         if status.problem is not None:
             message = f"timestamping {status.problem}"
             if mode == "enforce":
+                if status.transient and run.policy.level.action(AUTHENTIC_TIMESTAMP) == ENFORCE:
+                    raise RevocationUnavailableError(f"{message}; ask again once the responder answers")
                 return run.failed(AUTHENTIC_TIMESTAMP, message)
             run.details["timestamp"]["revocationLogged"] = message
     run.passed(AUTHENTIC_TIMESTAMP, f"timestamped by {stamp.authority}")
@@ -316,6 +319,8 @@ async def _revocation(
     status = await revocation.check(signer.chain, now, authentic)
     run.details["revocation"] = [c.to_json() for c in status.certificates]
     if status.problem is not None:
+        if status.transient and run.policy.level.action(REVOCATION) == ENFORCE:
+            raise RevocationUnavailableError(f"{status.problem}; ask again once the responder answers")
         return run.failed(REVOCATION, status.problem)
     revocable = [c for c in status.certificates if c.status != NOT_REVOCABLE]
     run.passed(REVOCATION, None if revocable else "no certificate of the chain carries OCSP or CRL locations")
