@@ -11,7 +11,12 @@ BUILTIN_MODULES = (
     "provider.verifiers.notation",
     "provider.verifiers.sigstore_bundle",
     "provider.verifiers.attestation",
+    "provider.verifiers.sbom",
+    "provider.verifiers.vulnreport",
+    "provider.verifiers.vex",
+    "provider.verifiers.schema",
     "provider.policies.required",
+    "provider.policies.rules",
 )
 
 

@@ -43,6 +43,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: pip install failed" >&2
     exit 1
   fi
-  .venv/bin/python -c 'import provider, pytest, trustme' 
+  .venv/bin/python -c 'import provider, pytest, trustme'
   touch "$stamp"
+fi
+# Real OPA (Go library via ctypes). Its wheel declares Python >= 3.14 but works on 3.11 (observed), so it is
+# installed on its own, without dependency resolution; see docs/architecture.md.
+if ! .venv/bin/python -c 'import opa_bindings' 2>/dev/null; then
+  echo "setup: installing opa-golib-python-bindings (real OPA for the Rego tests)" >&2
+  .venv/bin/python -m pip install -q --no-deps --ignore-requires-python opa-golib-python-bindings==0.4.4 \
+    >>.venv/pip-install.log 2>&1 || { cat .venv/pip-install.log >&2; exit 1; }
 fi

@@ -1,0 +1,268 @@
+"""The ``vulnerability-report`` verifier: SARIF 2.1.0 reports (and bare vulnerability predicates) as referrers.
+
+Judgement (:mod:`provider.metadata.vulnpolicy`): highest allowed severity, CVE deny-list, CVE exceptions with
+expiry, and VEX suppression by sibling OpenVEX documents. Freshness: the report's creation time is the
+``org.opencontainers.image.created`` annotation of its descriptor (else of its manifest), else the report's own
+time (SARIF ``invocations[].endTimeUtc``, predicate ``metadata.scanFinishedOn``); an annotation that is present but
+not RFC 3339 is a problem, not a fallback. With ``maximumAge`` set, an unknown time fails (``requireCreationTime``).
+
+Several reports for one image: the newest decides (ties: the greater manifest digest; reports of unknown time are
+the oldest). Every other report fails with ``superseded by <digest>`` and ``details.superseded`` true, so the
+policy must accept *any* successful report (``required-verifiers``, or a ``rules`` rule with ``match: any``).
+
+VEX documents are listed because their types are among this verifier's artifact types, but they are not claimed
+(``can_verify`` is false for them): they are read as siblings. Their trust must come from the policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from provider import mediatypes as mt
+from provider.confignode import Node
+from provider.errors import ProviderError
+from provider.metadata.common import MetadataError, iso, parse_rfc3339
+from provider.metadata.sarif import SEVERITY_SOURCES, UNKNOWN, VulnReport, canonical_id, parse_report, severity_word
+from provider.metadata.vex import VexDocument, VexIndex, parse_openvex
+from provider.metadata.vulnpolicy import CveException, ReportPolicy, check_age, evaluate_report, parse_exception
+from provider.oci import Descriptor, Manifest
+from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
+from provider.verifiers.sbom import load_document
+
+log = structlog.get_logger("referee.vulnreport")
+
+DEFAULT_VEX_TYPES = (mt.OPENVEX_JSON, mt.OPENVEX_JSON_SHORT)
+MAX_REPORTS = 16
+MAX_VEX_DOCUMENTS = 16
+_THREAD_THRESHOLD = 256 * 1024
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class VulnReportParams:
+    policy: ReportPolicy
+    maximum_age: float | None
+    future_skew: float
+    created_annotation: str
+    require_creation_time: bool
+    severity_sources: tuple[str, ...]
+    check_subject: bool
+    vex_enabled: bool
+    vex_types: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Created:
+    moment: datetime | None
+    source: str
+    problem: str | None = None
+
+
+class VulnReportVerifier:
+    type = "vulnerability-report"
+
+    def __init__(self, spec: VerifierSpec) -> None:
+        self.name = spec.name
+        self.params: VulnReportParams = spec.params
+        self.vex_types = self.params.vex_types if self.params.vex_enabled else frozenset()
+        self.artifact_types = spec.artifact_types - self.vex_types
+
+    def can_verify(self, artifact: Descriptor) -> bool:
+        return artifact.artifact_type in self.artifact_types
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    async def _report(self, request: VerificationRequest, manifest: Manifest) -> tuple[VulnReport, str]:
+        raw, layer = await load_document(request, manifest, self.artifact_types, "the report")
+        order = self.params.severity_sources
+        if layer.size > _THREAD_THRESHOLD:
+            return await asyncio.to_thread(parse_report, raw, order), layer.digest
+        return parse_report(raw, order), layer.digest
+
+    def _annotated(self, descriptor: Descriptor, manifest: Manifest | None) -> tuple[str | None, str]:
+        key = self.params.created_annotation
+        if key in descriptor.annotations:
+            return descriptor.annotations[key], "annotation"
+        if manifest is not None and key in manifest.annotations:
+            return manifest.annotations[key], "manifest-annotation"
+        return None, "report"
+
+    def _created(self, descriptor: Descriptor, manifest: Manifest | None, report: VulnReport | None) -> _Created:
+        value, source = self._annotated(descriptor, manifest)
+        if value is not None:
+            moment = parse_rfc3339(value)
+            if moment is None:
+                problem = f"{self.params.created_annotation} annotation {value[:64]!r} is not an RFC 3339 date-time"
+                return _Created(None, source, problem)
+            return _Created(moment, source)
+        return _Created(report.created if report else None, "report")
+
+    async def _sibling_created(self, request: VerificationRequest, descriptor: Descriptor) -> datetime | None:
+        """Creation time of another report, fetching its manifest and document only when annotations say nothing."""
+        value, _ = self._annotated(descriptor, None)
+        if value is not None:
+            return parse_rfc3339(value)
+        try:
+            manifest = await request.content.fetch_manifest(descriptor)
+            value, _ = self._annotated(descriptor, manifest)
+            if value is not None:
+                return parse_rfc3339(value)
+            report, _ = await self._report(request, manifest)
+        except ProviderError as exc:
+            if exc.transient:
+                raise
+            return None
+        except MetadataError:
+            return None
+        return report.created
+
+    async def _newest(self, request: VerificationRequest, own: _Created) -> tuple[Descriptor, datetime | None]:
+        reports = [d for d in request.referrers if self.can_verify(d) and d.digest != request.artifact.digest]
+        candidates: list[tuple[Descriptor, datetime | None]] = [(request.artifact, own.moment)]
+        for sibling in reports[:MAX_REPORTS]:
+            candidates.append((sibling, await self._sibling_created(request, sibling)))
+        return max(candidates, key=lambda c: (c[1] is not None, c[1] or _EPOCH, c[0].digest))
+
+    async def _vex(self, request: VerificationRequest) -> tuple[list[VexDocument], list[str]]:
+        documents: list[VexDocument] = []
+        errors: list[str] = []
+        listed = [d for d in request.referrers if d.artifact_type in self.vex_types]
+        for descriptor in listed[:MAX_VEX_DOCUMENTS]:
+            try:
+                manifest = await request.content.fetch_manifest(descriptor)
+                raw, _ = await load_document(request, manifest, self.vex_types, "the VEX document")
+                documents.append(parse_openvex(raw, source=descriptor.digest))
+            except ProviderError as exc:
+                if exc.transient:
+                    raise
+                errors.append(f"{descriptor.digest[:19]}: {exc}")
+            except MetadataError as exc:
+                errors.append(f"{descriptor.digest[:19]}: {exc}")
+        if len(listed) > MAX_VEX_DOCUMENTS:
+            errors.append(f"{len(listed) - MAX_VEX_DOCUMENTS} further VEX documents not read")
+        if errors:
+            log.info("vex_documents_skipped", artifact=request.artifact.digest, errors=errors[:5])
+        return documents, errors
+
+    # -- judging ------------------------------------------------------------------------------------------------
+
+    async def verify(self, request: VerificationRequest) -> VerifierResult:
+        try:
+            report, document_digest = await self._report(request, request.manifest)
+        except MetadataError as exc:
+            created = self._created(request.artifact, request.manifest, None)
+            newest, _ = await self._newest(request, created)
+            if newest.digest != request.artifact.digest:
+                return self._superseded(newest, created)
+            return VerifierResult(False, f"unreadable report: {exc}", {"error": str(exc), "superseded": False})
+        created = self._created(request.artifact, request.manifest, report)
+        newest, _ = await self._newest(request, created)
+        if newest.digest != request.artifact.digest:
+            return self._superseded(newest, created)
+        problems: list[str] = []
+        strict = self.params.require_creation_time and self.params.maximum_age is not None
+        if created.problem and strict:
+            problems.append(created.problem)
+        age_problem, age = check_age(created.moment, request.now, self.params.maximum_age, self.params.future_skew)
+        if age_problem is not None and (created.moment is not None or (strict and not created.problem)):
+            problems.append(age_problem)
+        digest = request.subject.descriptor.digest
+        if self.params.check_subject and report.subjects and digest not in report.subjects:
+            problems.append(f"the report is about {', '.join(report.subjects[:3])}, not {digest}")
+        documents, vex_errors = await self._vex(request) if self.vex_types else ([], [])
+        vex = VexIndex(documents, digest) if documents else None
+        evaluation = evaluate_report(report, self.params.policy, now=request.now, vex=vex)
+        if not evaluation.passed:
+            problems.append(evaluation.reason)
+        details: dict[str, Any] = {
+            "format": report.format,
+            "scanner": report.scanner,
+            "scannerVersion": report.scanner_version,
+            "reportCreated": iso(created.moment),
+            "reportCreatedSource": created.source,
+            "ageSeconds": None if age is None else round(age),
+            "documentDigest": document_digest,
+            "superseded": False,
+            "vexDocuments": [d.source for d in documents],
+            "vexErrors": vex_errors,
+            **evaluation.details(),
+        }
+        if problems:
+            return VerifierResult(False, "; ".join(problems), details)
+        log.debug("report_accepted", artifact=request.artifact.digest, highest=evaluation.highest_severity)
+        return VerifierResult(True, f"report {evaluation.reason}", details)
+
+    def _superseded(self, newest: Descriptor, created: _Created) -> VerifierResult:
+        return VerifierResult(
+            False,
+            f"superseded by {newest.digest}",
+            {"superseded": True, "supersededBy": newest.digest, "reportCreated": iso(created.moment)},
+        )
+
+
+def _parse_exceptions(node: Node) -> tuple[CveException, ...]:
+    def one(value: object, path: str) -> CveException | None:
+        try:
+            return parse_exception(value)
+        except MetadataError as exc:
+            node.problems.add(path, str(exc))
+            return None
+
+    return node.parse_each("exceptions", one)
+
+
+@verifier_types.register("vulnerability-report")
+class VulnReportPlugin:
+    default_artifact_types = frozenset({mt.SARIF_JSON, *DEFAULT_VEX_TYPES})
+
+    def parse_params(self, node: Node) -> VulnReportParams:
+        max_severity = None
+        raw_severity = node.string("max_severity", None)
+        if raw_severity is not None:
+            max_severity = severity_word(raw_severity)
+            if max_severity is None or max_severity == UNKNOWN:
+                node.error("must be one of CRITICAL, HIGH, MEDIUM, LOW, NEGLIGIBLE", "max_severity")
+                max_severity = None
+        unknown = node.string("unknown_severity", "deny", choices=("deny", "allow"))
+        denied = frozenset(canonical_id(d).casefold() for d in node.str_list("denied_vulnerabilities"))
+        exceptions = _parse_exceptions(node)
+        for e in exceptions:
+            if e.id.casefold() in denied:
+                node.error(f"{e.id} is both denied and excepted", "exceptions")
+        sources = node.str_list("severity_sources", SEVERITY_SOURCES)
+        for s in sources:
+            if s not in SEVERITY_SOURCES:
+                node.error(f"unknown severity source {s!r}; known: {', '.join(SEVERITY_SOURCES)}", "severity_sources")
+        maximum_age = node.duration("maximum_age", 0.0, minimum=1.0) if node.has("maximum_age") else None
+        vex = node.node("vex")
+        vex_enabled = vex.flag("enabled", True)
+        vex_types = frozenset(vex.str_list("artifact_types", DEFAULT_VEX_TYPES))
+        vex.finish()
+        listed = node.raw("artifact_types")
+        effective = set(listed) if isinstance(listed, list) else set(self.default_artifact_types)
+        if vex_enabled and not vex_types <= effective:
+            missing = ", ".join(sorted(vex_types - effective))
+            node.error(
+                f"must also list the VEX artifact types ({missing}) so they are listed beside reports,"
+                " or set vex.enabled: false",
+                "artifact_types",
+            )
+        return VulnReportParams(
+            policy=ReportPolicy(max_severity, unknown, denied, exceptions),
+            maximum_age=maximum_age,
+            future_skew=node.duration("future_skew", 300.0),
+            created_annotation=node.string("created_annotation", mt.ANNOTATION_CREATED),
+            require_creation_time=node.flag("require_creation_time", True),
+            severity_sources=tuple(s for s in sources if s in SEVERITY_SOURCES) or SEVERITY_SOURCES,
+            check_subject=node.flag("check_subject", True),
+            vex_enabled=vex_enabled,
+            vex_types=vex_types,
+        )
+
+    def create(self, spec: VerifierSpec) -> VulnReportVerifier:
+        return VulnReportVerifier(spec)

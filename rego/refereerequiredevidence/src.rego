@@ -1,0 +1,334 @@
+# RefereeRequiredEvidence: require facts from Referee's verdict (see docs/verdict.md, "Fields used by the
+# templates"): named verifiers that succeeded, attestation predicate types, the highest vulnerability severity,
+# and the SLSA builder id. Only artifacts Referee verified (succeeded == true, no error) are evidence.
+#
+# Rego v1 syntax with explicit future.keywords imports (see refereeverifiedimages). Fails closed like it:
+# provider errors, system_error, missing keys and `null` lists deny; status_code is never consulted.
+package refereerequiredevidence
+
+import future.keywords.contains
+import future.keywords.if
+import future.keywords.in
+
+# --- referee common: begin (identical in every Referee template; scripts/gen_gatekeeper.py checks it) ---
+
+param(name, fallback) := value if {
+  value := input.parameters[name]
+  value != null
+} else := fallback
+
+provider := name if {
+  name := param("provider", "")
+  is_string(name)
+  name != ""
+} else := "referee-verify"
+
+obj := input.review.object
+
+kind := k if {
+  k := input.review.kind.kind
+  is_string(k)
+} else := object.get(obj, "kind", "")
+
+namespace := ns if {
+  ns := input.review.namespace
+  is_string(ns)
+  ns != ""
+} else := object.get(object.get(obj, "metadata", {}), "namespace", "")
+
+object_name := name if {
+  name := obj.metadata.name
+  is_string(name)
+  name != ""
+} else := sprintf("%v*", [obj.metadata.generateName]) if {
+  is_string(obj.metadata.generateName)
+} else := "(unnamed)"
+
+template_kinds := {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job"}
+
+pod_specs contains obj.spec if kind == "Pod"
+
+pod_specs contains obj.spec.template.spec if kind in template_kinds
+
+pod_specs contains obj.spec.jobTemplate.spec.template.spec if kind == "CronJob"
+
+override_metadata contains obj.metadata
+
+override_metadata contains obj.spec.template.metadata if kind in template_kinds
+
+override_metadata contains obj.spec.jobTemplate.spec.template.metadata if kind == "CronJob"
+
+images contains image if {
+  some spec in pod_specs
+  some field in ["containers", "initContainers", "ephemeralContainers"]
+  some container in object.get(spec, field, [])
+  image := container.image
+  is_string(image)
+}
+
+# An exact value, or a prefix when the pattern ends in `*` (gatekeeper-library's exemptImages semantics).
+pattern_matches(value, pattern) if {
+  not endswith(pattern, "*")
+  value == pattern
+}
+
+pattern_matches(value, pattern) if {
+  endswith(pattern, "*")
+  startswith(value, trim_suffix(pattern, "*"))
+}
+
+image_exempt(image) if {
+  some pattern in param("exemptImages", [])
+  pattern_matches(image, pattern)
+}
+
+namespace_exempt if {
+  some pattern in param("exemptNamespaces", [])
+  pattern_matches(namespace, pattern)
+}
+
+break_glass := param("breakGlass", {})
+
+break_glass_annotation := name if {
+  name := break_glass.annotation
+  is_string(name)
+  name != ""
+} else := "referee.dev/break-glass"
+
+break_glass_reasons contains reason if {
+  break_glass.enabled == true
+  some metadata in override_metadata
+  reason := metadata.annotations[break_glass_annotation]
+  is_string(reason)
+  trim_space(reason) != ""
+}
+
+break_glass_active if count(break_glass_reasons) > 0
+
+report_mode if break_glass.report == true
+
+checked_images contains image if {
+  some image in images
+  not image_exempt(image)
+}
+
+keys := [image | some image in checked_images]
+
+response := external_data({"provider": provider, "keys": keys}) if count(keys) > 0
+
+response_is_object if is_object(response)
+
+system_error := text if {
+  text := response.system_error
+  is_string(text)
+} else := "" if {
+  not response.system_error
+} else := sprintf("%v", [response.system_error])
+
+answered contains key if some [key, _] in response.responses
+
+answered contains key if some [key, _] in response.errors
+
+verdicts contains [key, verdict] if some [key, verdict] in response.responses
+
+problems contains {"image": "", "msg": msg} if {
+  count(keys) > 0
+  not response_is_object
+  msg := sprintf("Referee verification unavailable: external_data(%v) returned no response", [provider])
+}
+
+problems contains {"image": "", "msg": msg} if {
+  system_error != ""
+  msg := sprintf("Referee verification unavailable: %v", [system_error])
+}
+
+problems contains {"image": key, "msg": msg} if {
+  some [key, error] in response.errors
+  msg := sprintf("image %v denied by Referee: %v", [key, error])
+}
+
+problems contains {"image": key, "msg": msg} if {
+  response_is_object
+  system_error == ""
+  some key in keys
+  not key in answered
+  msg := sprintf("image %v: no verdict from Referee", [key])
+}
+
+enforcing if {
+  not report_mode
+  not namespace_exempt
+  not break_glass_active
+}
+
+violation contains {"msg": problem.msg, "details": {"image": problem.image}} if {
+  enforcing
+  some problem in problems
+}
+
+overridden := "nothing (every image passed)" if {
+  count(problems) == 0
+} else := concat("; ", sort([problem.msg | some problem in problems]))
+
+violation contains {"msg": msg, "details": details} if {
+  report_mode
+  break_glass_active
+  not namespace_exempt
+  reasons := concat(", ", sort([reason | some reason in break_glass_reasons]))
+  msg := sprintf("break-glass override %v=%q admitted %v %v; overridden: %v", [
+    break_glass_annotation, reasons, kind, object_name, overridden,
+  ])
+  details := {"annotation": break_glass_annotation, "reason": reasons, "images": keys}
+}
+
+# --- referee common: end ---
+
+severity_rank := {"NONE": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3, "CRITICAL": 4}
+
+severity_names := "NONE, LOW, MEDIUM, HIGH, CRITICAL"
+
+valid_severity(severity) if upper(severity) in object.keys(severity_rank)
+
+# UNKNOWN ranks as `unknownSeverityAs` (HIGH by default); anything unrecognised ranks above CRITICAL.
+rank(severity) := severity_rank[upper(severity)] if {
+  is_string(severity)
+  valid_severity(severity)
+} else := severity_rank[upper(param("unknownSeverityAs", "HIGH"))] if {
+  is_string(severity)
+  upper(severity) == "UNKNOWN"
+} else := 5
+
+required_verifiers := param("requiredVerifiers", [])
+
+required_predicate_types := param("requiredPredicateTypes", [])
+
+max_severity := param("maxSeverity", "")
+
+allowed_builder_ids := param("allowedBuilderIds", [])
+
+has_requirement if count(required_verifiers) > 0
+
+has_requirement if count(required_predicate_types) > 0
+
+has_requirement if max_severity != ""
+
+has_requirement if count(allowed_builder_ids) > 0
+
+artifacts(verdict) := list if {
+  list := verdict.artifacts
+  is_array(list)
+} else := []
+
+has_error(artifact) if {
+  error := artifact.error
+  error != null
+  error != ""
+}
+
+evidence(verdict) := [artifact |
+  some artifact in artifacts(verdict)
+  artifact.succeeded == true
+  not has_error(artifact)
+]
+
+short(artifact) := substring(artifact.digest, 0, 19) if is_string(artifact.digest) else := "(no digest)"
+
+failed_by(verdict, name) := [sprintf("%v: %v", [short(artifact), object.get(artifact, "reason", "no reason")]) |
+  some artifact in artifacts(verdict)
+  artifact.verifier == name
+  not artifact in evidence(verdict)
+]
+
+why_missing(verdict, name) := "no artifact was checked by it" if {
+  count(failed_by(verdict, name)) == 0
+} else := concat("; ", array.slice(failed_by(verdict, name), 0, 3))
+
+problems contains {"image": "", "msg": msg} if {
+  count(keys) > 0
+  not has_requirement
+  msg := concat("", [
+    "RefereeRequiredEvidence constraint lists no requirement ",
+    "(set requiredVerifiers, requiredPredicateTypes, maxSeverity or allowedBuilderIds)",
+  ])
+}
+
+problems contains {"image": "", "msg": msg} if {
+  max_severity != ""
+  not valid_severity(max_severity)
+  msg := sprintf("RefereeRequiredEvidence maxSeverity %q is not one of %v", [max_severity, severity_names])
+}
+
+verifier_succeeded(verdict, name) if {
+  some artifact in evidence(verdict)
+  artifact.verifier == name
+}
+
+problems contains {"image": key, "msg": msg} if {
+  some [key, verdict] in verdicts
+  some name in required_verifiers
+  not verifier_succeeded(verdict, name)
+  msg := sprintf("image %v: verifier %v has no successful artifact (%v)", [key, name, why_missing(verdict, name)])
+}
+
+predicate_present(verdict, predicate_type) if {
+  some artifact in evidence(verdict)
+  artifact.details.predicateType == predicate_type
+}
+
+problems contains {"image": key, "msg": msg} if {
+  some [key, verdict] in verdicts
+  some predicate_type in required_predicate_types
+  not predicate_present(verdict, predicate_type)
+  msg := sprintf("image %v: no verified attestation with predicate type %v", [key, predicate_type])
+}
+
+severity_reports(verdict) := [artifact |
+  some artifact in evidence(verdict)
+  artifact.details.highestSeverity
+]
+
+rejected_reports(verdict) := [sprintf("%v: %v", [short(artifact), object.get(artifact, "reason", "no reason")]) |
+  some artifact in artifacts(verdict)
+  artifact.details.highestSeverity
+  not artifact in evidence(verdict)
+]
+
+why_no_report(verdict) := "" if {
+  count(rejected_reports(verdict)) == 0
+} else := sprintf("; rejected: %v", [concat("; ", array.slice(rejected_reports(verdict), 0, 3))])
+
+problems contains {"image": key, "msg": msg} if {
+  max_severity != ""
+  some [key, verdict] in verdicts
+  count(severity_reports(verdict)) == 0
+  msg := sprintf("image %v: no verified vulnerability report (maxSeverity %v%v)", [
+    key, max_severity, why_no_report(verdict),
+  ])
+}
+
+problems contains {"image": key, "msg": msg} if {
+  max_severity != ""
+  some [key, verdict] in verdicts
+  some report in severity_reports(verdict)
+  severity := report.details.highestSeverity
+  rank(severity) > rank(max_severity)
+  msg := sprintf("image %v: vulnerability report %v has highest severity %v, above the allowed %v", [
+    key, short(report), severity, max_severity,
+  ])
+}
+
+builder_allowed(verdict) if {
+  some artifact in evidence(verdict)
+  builder := artifact.details.builderId
+  is_string(builder)
+  some pattern in allowed_builder_ids
+  pattern_matches(builder, pattern)
+}
+
+problems contains {"image": key, "msg": msg} if {
+  count(allowed_builder_ids) > 0
+  some [key, verdict] in verdicts
+  not builder_allowed(verdict)
+  found := sort({builder | some artifact in evidence(verdict); builder := artifact.details.builderId})
+  msg := sprintf("image %v: no verified provenance from an allowed builder (found: %v)", [key, found])
+}

@@ -1,0 +1,261 @@
+"""The metadata verifiers on in-memory content: configuration checks, document loading, the newest-report rule,
+VEX read as siblings, the schema and vex verifiers."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from provider import mediatypes as mt
+from provider.config import load_config
+from provider.errors import ConfigError, NotFoundError
+from provider.oci import Descriptor, Manifest, parse_manifest
+from provider.reference import parse_reference
+from provider.verifiers.base import Subject, VerificationRequest, Verifier, VerifierResult
+from provider.verifiers.base import verifier_types as registry
+from tests.support.content import make_artifact_manifest, make_image, sha256_digest
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+IMAGE = make_image("metadata-verifiers")
+SUBJECT = Subject(
+    parse_reference(f"registry.example/app@{IMAGE['digest']}"),
+    Descriptor(mt.OCI_MANIFEST, IMAGE["digest"], IMAGE["size"]),
+)
+
+
+class Store:
+    """Manifests and blobs by digest, as a ContentSource."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    async def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
+        if descriptor.digest not in self.data:
+            raise NotFoundError(f"{descriptor.digest} not found")
+        return parse_manifest(self.data[descriptor.digest], descriptor.digest, descriptor.media_type)
+
+    async def fetch_blob(self, descriptor: Descriptor, max_bytes: int | None = None) -> bytes:
+        return self.data[descriptor.digest]
+
+    def add(self, artifact_type: str, body: bytes, created: str | None = None) -> Descriptor:
+        annotations = {mt.ANNOTATION_CREATED: created} if created else None
+        manifest, blobs = make_artifact_manifest(
+            IMAGE["descriptor"], artifact_type, [(artifact_type, body, None)], annotations
+        )
+        self.data.update(blobs)
+        self.data[sha256_digest(manifest)] = manifest
+        return Descriptor(mt.OCI_MANIFEST, sha256_digest(manifest), len(manifest), artifact_type, annotations or {})
+
+
+def _verifier(tmp_path: Path, spec: dict[str, Any]) -> Verifier:
+    path = tmp_path / "referee.yaml"
+    path.write_text(json.dumps({"verifiers": [{"name": "v", **spec}]}))
+    vspec = load_config(path).verifiers[0]
+    plugin = registry.get(vspec.type)
+    assert plugin is not None
+    return plugin.create(vspec)
+
+
+async def _run(verifier: Verifier, store: Store, artifact: Descriptor, siblings: list[Descriptor]) -> VerifierResult:
+    manifest = await store.fetch_manifest(artifact)
+    request = VerificationRequest(SUBJECT, artifact, manifest, store, NOW, tuple(siblings))
+    assert verifier.can_verify(artifact)
+    return await verifier.verify(request)
+
+
+def _sarif(cve: str, severity: str, **run: Any) -> bytes:
+    rule = {"id": cve, "properties": {"tags": ["vulnerability", "security", severity]}}
+    body = {"tool": {"driver": {"name": "Trivy", "rules": [rule]}}, "results": [{"ruleId": cve}], **run}
+    return json.dumps({"version": "2.1.0", "runs": [body]}).encode()
+
+
+def _stamp(delta: timedelta) -> str:
+    return (NOW - delta).isoformat().replace("+00:00", "Z")
+
+
+def _config_problems(tmp_path: Path, spec: dict[str, Any]) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps({"verifiers": [{"name": "v", **spec}]}))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    return str(exc.value)
+
+
+def test_configuration_problems_are_reported_with_paths(tmp_path: Path) -> None:
+    problems = _config_problems(
+        tmp_path,
+        {
+            "type": "vulnerability-report",
+            "artifactTypes": [mt.SARIF_JSON],
+            "maxSeverity": "SEVERE",
+            "deniedVulnerabilities": ["CVE-2024-1"],
+            "exceptions": [{"id": "cve-2024-1", "expires": "2026-01-01"}, {"id": "CVE-2", "expires": "soon"}],
+            "severitySources": ["tags", "vibes"],
+        },
+    )
+    assert "verifiers[0].maxSeverity: must be one of CRITICAL, HIGH" in problems
+    assert "verifiers[0].exceptions: CVE-2024-1 is both denied and excepted" in problems
+    assert "verifiers[0].exceptions[1]: expires 'soon' is not a date" in problems
+    assert "unknown severity source 'vibes'" in problems
+    assert "verifiers[0].artifactTypes: must also list the VEX artifact types" in problems
+    sbom = _config_problems(tmp_path, {"type": "sbom", "disallowedPackages": ["pkg:", {"name": "x", "v": 1}]})
+    assert "verifiers[0].disallowedPackages[0]: invalid package URL 'pkg:'" in sbom
+    assert "verifiers[0].disallowedPackages[1]: unknown keys v" in sbom
+    schema = _config_problems(tmp_path, {"type": "schema", "schema": "nope"})
+    assert "verifiers[0].artifactTypes: required" in schema and "unknown schema 'nope'" in schema
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"type": 12}))
+    invalid = _config_problems(tmp_path, {"type": "schema", "schemaFile": str(broken), "artifactTypes": ["x"]})
+    assert "verifiers[0].schemaFile: not a valid JSON Schema: 12 is not valid" in invalid
+
+
+async def test_newest_report_decides_and_older_ones_are_superseded(tmp_path: Path) -> None:
+    verifier = _verifier(tmp_path, {"type": "vulnerability-report", "maxSeverity": "HIGH", "maximumAge": "24h"})
+    store = Store()
+    old = store.add(mt.SARIF_JSON, _sarif("CVE-1", "CRITICAL"), _stamp(timedelta(hours=5)))
+    new = store.add(mt.SARIF_JSON, _sarif("CVE-2", "LOW"), _stamp(timedelta(hours=1)))
+    # No annotation on the descriptor or manifest: its own SARIF time (3h ago) places it in the middle.
+    own_time = store.add(
+        mt.SARIF_JSON, _sarif("CVE-3", "CRITICAL", invocations=[{"endTimeUtc": _stamp(timedelta(hours=3))}])
+    )
+    siblings = [old, new, own_time]
+    old_result = await _run(verifier, store, old, siblings)
+    assert (old_result.succeeded, old_result.reason) == (False, f"superseded by {new.digest}")
+    assert old_result.details["superseded"] is True
+    assert (await _run(verifier, store, own_time, siblings)).reason == f"superseded by {new.digest}"
+    newest = await _run(verifier, store, new, siblings)
+    assert newest.succeeded and newest.details["highestSeverity"] == "LOW", newest.reason
+    alone = await _run(verifier, store, own_time, [own_time])
+    assert not alone.succeeded and alone.details["reportCreatedSource"] == "report"
+    assert "CVE-3 (CRITICAL) exceeds the highest allowed severity HIGH" in alone.reason
+
+
+async def test_creation_time_fails_closed_unless_configured(tmp_path: Path) -> None:
+    store = Store()
+    undated = store.add(mt.SARIF_JSON, _sarif("CVE-1", "LOW"))
+    garbled = store.add(mt.SARIF_JSON, _sarif("CVE-1", "LOW"), "last tuesday")
+    future = store.add(mt.SARIF_JSON, _sarif("CVE-1", "LOW"), (NOW + timedelta(hours=2)).isoformat())
+    strict = _verifier(tmp_path, {"type": "vulnerability-report", "maximumAge": "24h"})
+    assert (await _run(strict, store, undated, [undated])).reason == "report creation time is unknown"
+    result = await _run(strict, store, garbled, [garbled])
+    assert result.reason == "org.opencontainers.image.created annotation 'last tuesday' is not an RFC 3339 date-time"
+    assert "in the future (allowed skew 300s)" in (await _run(strict, store, future, [future])).reason
+    lenient = _verifier(tmp_path, {"type": "vulnerability-report", "maximumAge": "24h", "requireCreationTime": False})
+    assert (await _run(lenient, store, undated, [undated])).succeeded
+    assert (await _run(lenient, store, garbled, [garbled])).succeeded
+    no_age = _verifier(tmp_path, {"type": "vulnerability-report"})
+    assert (await _run(no_age, store, garbled, [garbled])).succeeded
+
+
+async def test_report_for_another_image_and_unreadable_documents(tmp_path: Path) -> None:
+    verifier = _verifier(tmp_path, {"type": "vulnerability-report"})
+    store = Store()
+    other = store.add(mt.SARIF_JSON, _sarif("CVE-1", "LOW", properties={"repoDigests": ["x@sha256:" + "1" * 64]}))
+    result = await _run(verifier, store, other, [other])
+    assert result.reason == f"the report is about sha256:{'1' * 64}, not {IMAGE['digest']}"
+    same = store.add(mt.SARIF_JSON, _sarif("CVE-1", "LOW", properties={"repoDigests": [f"x@{IMAGE['digest']}"]}))
+    assert (await _run(verifier, store, same, [same])).succeeded
+    broken = store.add(mt.SARIF_JSON, b"{not json")
+    result = await _run(verifier, store, broken, [broken])
+    assert result.reason.startswith("unreadable report: the report is not JSON")
+
+
+async def test_vex_siblings_are_read_but_not_claimed(tmp_path: Path) -> None:
+    verifier = _verifier(tmp_path, {"type": "vulnerability-report", "maxSeverity": "MEDIUM"})
+    store = Store()
+    report = store.add(mt.SARIF_JSON, _sarif("CVE-2024-7", "CRITICAL"))
+    statement = {
+        "vulnerability": {"name": "CVE-2024-7"},
+        "products": [{"@id": "x", "hashes": {"sha-256": IMAGE["digest"].split(":")[1]}}],
+        "status": "fixed",
+    }
+    vex_doc = {
+        "@context": "https://openvex.dev/ns/v0.2.0",
+        "@id": "https://example.com/vex",
+        "author": "a",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "version": 1,
+        "statements": [statement],
+    }
+    vex = store.add(mt.OPENVEX_JSON_SHORT, json.dumps(vex_doc).encode())
+    broken_vex = store.add(mt.OPENVEX_JSON, b"[]")
+    assert not verifier.can_verify(vex)
+    result = await _run(verifier, store, report, [report, vex, broken_vex])
+    assert result.succeeded, result.reason
+    assert result.details["vexDocuments"] == [vex.digest]
+    assert result.details["suppressions"][0]["status"] == "fixed"
+    assert result.details["vexErrors"] == [f"{broken_vex.digest[:19]}: not an OpenVEX document: @context is None"]
+    without = _verifier(tmp_path, {"type": "vulnerability-report", "maxSeverity": "MEDIUM", "vex": {"enabled": False}})
+    assert not (await _run(without, store, report, [report, vex])).succeeded
+
+    standalone = _verifier(tmp_path, {"type": "vex", "requireSubjectProduct": True})
+    ok = await _run(standalone, store, vex, [vex])
+    assert ok.succeeded and ok.details["statementsAboutSubject"] == [0]
+    statement["status"] = "not_affected"
+    bad = store.add(mt.OPENVEX_JSON, json.dumps(vex_doc).encode())
+    result = await _run(standalone, store, bad, [bad])
+    assert (
+        result.reason
+        == "invalid OpenVEX document: statements[0]: not_affected without a justification or impact_statement"
+    )
+
+
+async def test_sbom_verifier_results(tmp_path: Path) -> None:
+    verifier = _verifier(tmp_path, {"type": "sbom", "disallowedLicenses": ["GPL-2.0-only"]})
+    store = Store()
+    vectors = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "sbom"
+    syft = store.add(mt.SPDX_JSON, (vectors / "syft-0.76.0.spdx.json").read_bytes())
+    result = await _run(verifier, store, syft, [syft])
+    assert not result.succeeded and result.details["packageCount"] == 16 and result.details["findingCount"] == 7
+    assert result.reason.startswith("spdx SPDX-2.3 SBOM (16 packages): package alpine-baselayout@3.4.0-r0 has")
+    invalid = store.add(mt.SPDX_JSON, (vectors / "invalid-bom.spdx.json").read_bytes())
+    result = await _run(verifier, store, invalid, [invalid])
+    assert result.reason == "not a valid SPDX document: spdxVersion is missing"
+    cdx = store.add(mt.CYCLONEDX_JSON, (vectors / "trivy-centos-7.cyclonedx.json").read_bytes())
+    result = await _run(verifier, store, cdx, [cdx])
+    assert result.succeeded and result.details["format"] == "cyclonedx" and result.details["specVersion"] == "1.5"
+
+
+async def test_schema_verifier(tmp_path: Path) -> None:
+    verifier = _verifier(tmp_path, {"type": "schema", "schema": "sarif-2.1.0", "artifactTypes": [mt.SARIF_JSON]})
+    store = Store()
+    vector = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "vuln" / "trivy-scan-report.sarif.json"
+    good = store.add(mt.SARIF_JSON, vector.read_bytes())
+    assert (await _run(verifier, store, good, [good])).succeeded
+    bad = store.add(mt.SARIF_JSON, json.dumps({"version": "2.1.0", "runs": [{"tool": {}}]}).encode())
+    result = await _run(verifier, store, bad, [bad])
+    assert result.reason == "does not match schema sarif-2.1.0: runs/0/tool: 'driver' is a required property"
+    remote = tmp_path / "remote.json"
+    remote.write_text(json.dumps({"$ref": "https://example.com/schema.json"}))
+    by_file = _verifier(tmp_path, {"type": "schema", "schemaFile": str(remote), "artifactTypes": [mt.SARIF_JSON]})
+    result = await _run(by_file, store, good, [good])
+    assert "https://example.com/schema.json" in result.reason and "not available offline" in result.reason
+
+
+def test_the_documented_configuration_loads(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "metadata.md"
+    block = re.search(r"```yaml\n(registries:.*?)```", docs.read_text(), re.DOTALL)
+    assert block is not None
+    document = yaml.safe_load(block.group(1))
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    key_file = tmp_path / "cosign.pub"
+    key_file.write_bytes(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    document["verifiers"][0]["keys"] = [str(key_file)]
+    document["registries"]["hosts"][0].pop("caFile")
+    document.pop("server")
+    path = tmp_path / "referee.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path)
+    assert [v.type for v in config.verifiers] == ["cosign", "sbom", "vulnerability-report", "vex"]
+    assert config.policy.type == "rules" and mt.SARIF_JSON in config.limits.nested_artifact_types
+    vulns = config.verifiers[2].params
+    assert vulns.policy.max_severity == "MEDIUM" and vulns.maximum_age == 168 * 3600
+    assert vulns.policy.exceptions[0].expires == datetime(2026, 10, 1, tzinfo=UTC)
