@@ -371,7 +371,7 @@ class Engine:
             log.exception("verifier_crashed", verifier=spec.name, artifact=artifact.digest)
             return self._error_result(artifact, spec, "INTERNAL_ERROR", f"verifier failed: {type(exc).__name__}")
         finally:
-            metrics.VERIFIER_DURATION.labels(spec.type, outcome).observe(time.perf_counter() - started)
+            metrics.VERIFIER_DURATION.labels(spec.name, spec.type, outcome).observe(time.perf_counter() - started)
 
     @staticmethod
     def _error_result(artifact: Descriptor, spec: VerifierSpec, code: str, reason: str) -> ArtifactResult:

@@ -29,8 +29,8 @@ KEYS = Counter(
 )
 VERIFIER_DURATION = Histogram(
     "referee_verifier_duration_seconds",
-    "Time spent in one verifier on one artifact, by verifier type and outcome.",
-    ["verifier_type", "outcome"],
+    "Time spent in one verifier on one artifact, by verifier name and type and outcome.",
+    ["verifier", "verifier_type", "outcome"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )

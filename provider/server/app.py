@@ -25,7 +25,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from provider import deadline, metrics
 from provider.config import Config, load_config
 from provider.confignode import camel
-from provider.errors import ConfigError, DigestMismatchError, InternalError, ProviderError, RequestInvalidError
+from provider.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    DigestMismatchError,
+    InternalError,
+    ProviderError,
+    RequestInvalidError,
+)
 from provider.executor import Clock, Engine, Outcome, utc_now
 from provider.reference import parse_reference
 from provider.server import protocol
@@ -93,7 +100,8 @@ async def _request_context(request: web.Request, handler: Handler) -> web.Stream
 def _summarise(outcome: Outcome) -> tuple[str, dict[str, Any]]:
     if outcome.verdict is not None:
         kind = "allowed" if outcome.verdict.allowed else "denied"
-        return kind, {"subject": outcome.verdict.subject, "reason": outcome.verdict.decision.reason}
+        verdict = outcome.verdict
+        return kind, {"subject": verdict.subject, "digest": verdict.digest, "reason": verdict.decision.reason}
     assert outcome.error is not None
     return ("unfinished" if outcome.error.transient else "error"), {"error": str(outcome.error)}
 
@@ -124,6 +132,13 @@ async def _run_keys(
     return done, set(unique) - set(done)
 
 
+def _rejected(endpoint: str, started: float, exc: RequestInvalidError) -> web.Response:
+    log.warning("request_rejected", endpoint=endpoint, error=str(exc))
+    metrics.REQUESTS.labels(endpoint, "rejected").inc()
+    metrics.REQUEST_LATENCY.labels(endpoint).observe(time.monotonic() - started)
+    return _json(protocol.response([], str(exc)))
+
+
 def _remaining(started: float, total: float) -> float:
     return total - (time.monotonic() - started)
 
@@ -140,14 +155,15 @@ async def handle_verify(request: web.Request) -> web.Response:
         body = await _read_body(request, config.server.max_body_bytes)
         req = protocol.parse_request(body, config.server.max_keys)
     except RequestInvalidError as exc:
-        log.warning("request_rejected", endpoint=endpoint, error=str(exc))
-        metrics.REQUESTS.labels(endpoint, "rejected").inc()
-        return _json(protocol.response([], str(exc)))
-    key_started: dict[str, float] = {}
+        return _rejected(endpoint, started, exc)
+    key_times: dict[str, float] = {}
 
     async def work(key: str) -> Outcome:
-        key_started[key] = time.monotonic()
-        return await state.engine.verify_key(key)
+        begun = time.monotonic()
+        try:
+            return await state.engine.verify_key(key)
+        finally:
+            key_times[key] = time.monotonic() - begun
 
     with deadline.deadline_after(_remaining(started, budget)):
         results, _ = await _run_keys(req.keys, _remaining(started, budget), work)
@@ -180,7 +196,7 @@ async def handle_verify(request: web.Request) -> web.Response:
             key=key,
             outcome=kind,
             cached=isinstance(outcome, Outcome) and outcome.cached,
-            duration_ms=round((time.monotonic() - key_started.get(key, started)) * 1000, 1),
+            duration_ms=round(key_times.get(key, time.monotonic() - started) * 1000, 1),
             **fields,
         )
     system_error = ""
@@ -214,16 +230,19 @@ async def handle_mutate(request: web.Request) -> web.Response:
         body = await _read_body(request, config.server.max_body_bytes)
         req = protocol.parse_request(body, config.server.max_keys)
     except RequestInvalidError as exc:
-        metrics.REQUESTS.labels(endpoint, "rejected").inc()
-        log.warning("request_rejected", endpoint=endpoint, error=str(exc))
-        return _json(protocol.response([], str(exc)))
+        return _rejected(endpoint, started, exc)
+
+    key_times: dict[str, float] = {}
 
     async def work(key: str) -> str | ProviderError:
+        begun = time.monotonic()
         try:
             ref = parse_reference(key)
             _, descriptor = await state.engine.resolve_key(key)
         except ProviderError as exc:
             return exc
+        finally:
+            key_times[key] = time.monotonic() - begun
         if ref.digest and ref.digest != descriptor.digest:
             return DigestMismatchError(f"{key} resolves to {descriptor.digest}")
         return _pinned_value(key, descriptor.digest, config.server.mutate_keep_tag)
@@ -234,13 +253,25 @@ async def handle_mutate(request: web.Request) -> web.Response:
     for key in req.keys:
         result = results.get(key)
         if result is None:
-            items.append(protocol.item(key, error=f"DEADLINE_EXCEEDED: not resolved within {budget:.2f}s"))
-        elif isinstance(result, ProviderError):
+            result = DeadlineExceededError(f"not resolved within {budget:.2f}s")
+        if isinstance(result, ProviderError):
             items.append(protocol.item(key, error=str(result)))
         else:
             items.append(protocol.item(key, value=result))
-        metrics.KEYS.labels(endpoint, "pinned" if isinstance(result, str) else "error").inc()
-    metrics.REQUESTS.labels(endpoint, "ok").inc()
+    failed = 0
+    for key in dict.fromkeys(req.keys):
+        result = results.get(key)
+        pinned = isinstance(result, str)
+        failed += not pinned
+        metrics.KEYS.labels(endpoint, "pinned" if pinned else "error").inc()
+        log.info(
+            "key_pinned" if pinned else "key_not_pinned",
+            key=key,
+            value=result if pinned else None,
+            error=None if pinned else str(result or "DEADLINE_EXCEEDED"),
+            duration_ms=round(key_times.get(key, time.monotonic() - started) * 1000, 1),
+        )
+    metrics.REQUESTS.labels(endpoint, "partial" if failed else "ok").inc()
     metrics.REQUEST_LATENCY.labels(endpoint).observe(time.monotonic() - started)
     return _json(protocol.response(items))
 

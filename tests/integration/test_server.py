@@ -282,6 +282,8 @@ async def test_health_metrics_and_logs(
     assert answered[0]["request_id"] == answered[1]["request_id"] != answered[2]["request_id"]
     assert {line["outcome"] for line in answered} == {"allowed", "denied"}
     assert answered[2]["cached"] is True
+    assert all(line["digest"].startswith("sha256:") for line in answered)
+    assert answered[0]["digest"] == signed_set.digest("signed")
 
 
 async def test_credentials_never_reach_the_logs(

@@ -47,12 +47,13 @@ def test_configuration_problems_have_paths(tmp_path: Path) -> None:
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(pki.leaf.pem)
     (tmp_path / "empty").mkdir()
-    (tmp_path / "link.pem").symlink_to(leaf)
+    (tmp_path / "escaping").mkdir()
+    (tmp_path / "escaping" / "link.pem").symlink_to(leaf)
     problems = config_problems(
         {
             "trustPolicy": policy(["ca:leaf", "ca:missing"], ["x509.subject: C=US, O=NoState"]),
             "trustStores": {
-                "ca": {"leaf": [str(leaf)], "empty": [str(tmp_path / "empty")], "link": [str(tmp_path / "link.pem")]}
+                "ca": {"leaf": [str(leaf)], "empty": [str(tmp_path / "empty")], "link": [str(tmp_path / "escaping")]}
             },
             "revocation": {"mode": "online"},
         }
@@ -60,7 +61,7 @@ def test_configuration_problems_have_paths(tmp_path: Path) -> None:
     text = "\n".join(problems)
     assert "verifiers[0].trustStores.ca.leaf[0]" in text and "is neither a CA nor a self-signed certificate" in text
     assert "verifiers[0].trustStores.ca.empty[0]: directory" in text
-    assert "is a symbolic link" in text
+    assert "link.pem is a symbolic link leaving the store, which is not allowed" in text
     assert "uses ca:missing, which is not configured under trustStores.ca" in text
     assert (
         "verifiers[0].trustPolicy.trustPolicies[0].trustedIdentities[0]" in text and "must contain C, ST and O" in text
@@ -195,3 +196,22 @@ async def test_verifier_checks_the_signature_manifest(tmp_path: Path) -> None:
     assert two.reason == "integrity check failed: signature manifest must have exactly one layer (the envelope), has 2"
     beyond = await verifier.verify(request([(ns.JWS, envelope, None)], siblings=1))
     assert beyond.reason == "not examined: only the first 1 notation signatures are verified"
+
+
+def test_kubernetes_projected_volume_layout_is_read(tmp_path: Path) -> None:
+    """ConfigMap/Secret volumes hold ``name -> ..data/name`` links and ``..data -> ..<timestamp>``."""
+    pki = ns.TestPki.create("k8s")
+    mount = tmp_path / "trust"
+    real = mount / "..2026_11_23_00_00_00.000000001"
+    real.mkdir(parents=True)
+    (real / "root.pem").write_bytes(pki.root.pem)
+    (mount / "..data").symlink_to(real.name)
+    (mount / "root.pem").symlink_to("..data/root.pem")
+    p = params(
+        {
+            "trustPolicy": policy(["ca:dir", "ca:file"]),
+            "trustStores": {"ca": {"dir": [str(mount)], "file": [str(mount / "root.pem")]}},
+        }
+    )
+    assert len(p.trust_stores[("ca", "dir")].certificates) == 1
+    assert len(p.trust_stores[("ca", "file")].certificates) == 1

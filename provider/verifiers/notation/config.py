@@ -50,6 +50,15 @@ class NotationParams:
         return out
 
 
+def _contained_link(link: Path, root: Path) -> bool:
+    """A symbolic link is followed only when it resolves inside ``root`` — the layout of a Kubernetes
+    ConfigMap or Secret volume, whose files link to ``..data/<file>`` in the same directory."""
+    try:
+        return link.resolve(strict=True).is_relative_to(root.resolve(strict=True))
+    except (OSError, RuntimeError):
+        return False
+
+
 def _store_certificates(node: Node, entry: object, path: str) -> list[x509.Certificate]:
     """One store entry: inline PEM, a certificate file (PEM bundle or DER), or a directory of them."""
     if not isinstance(entry, str) or not entry.strip():
@@ -58,21 +67,28 @@ def _store_certificates(node: Node, entry: object, path: str) -> list[x509.Certi
     if "-----BEGIN" in entry:
         return _certificates(node, entry.encode(), path, "inline PEM")
     resolved = node.problems.resolve(entry)
-    if resolved.is_symlink():
-        node.problems.add(path, f"{entry} is a symbolic link, which trust stores do not allow")
+    if resolved.is_symlink() and not _contained_link(resolved, resolved.parent):
+        node.problems.add(path, f"{entry} is a symbolic link leaving its directory, which trust stores do not allow")
         return []
     if resolved.is_dir():
         found: list[x509.Certificate] = []
         files = sorted(resolved.iterdir())
+        regular: list[Path] = []
         for child in files:
+            if child.name.startswith(".."):
+                continue  # the kubelet's own ..data / ..<timestamp> entries behind a projected volume
             mode = child.lstat().st_mode
             if stat.S_ISLNK(mode):
-                node.problems.add(path, f"{child} is a symbolic link, which trust stores do not allow")
-            elif stat.S_ISREG(mode):
+                if not _contained_link(child, resolved):
+                    node.problems.add(path, f"{child} is a symbolic link leaving the store, which is not allowed")
+                    continue
+                mode = child.stat().st_mode
+            if stat.S_ISREG(mode):
+                regular.append(child)
                 data = node.problems.read_file(str(child), path, MAX_CERT_FILE_BYTES)
                 if data is not None:
                     found.extend(_certificates(node, data, path, str(child)))
-        if not found and not any(stat.S_ISREG(c.lstat().st_mode) for c in files):
+        if not found and not regular:
             node.problems.add(path, f"directory {entry} holds no certificate files")
         return found
     data = node.problems.read_file(entry, path, MAX_CERT_FILE_BYTES)

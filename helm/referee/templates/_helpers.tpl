@@ -1,0 +1,264 @@
+{{/*
+Names, labels, paths and the checks every template relies on.
+*/}}
+
+{{- define "referee.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "referee.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "referee.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "referee.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "referee.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "referee.labels" -}}
+helm.sh/chart: {{ include "referee.chart" . }}
+{{ include "referee.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: referee
+{{- end -}}
+
+{{- define "referee.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "referee.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "referee.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Host names of the Service: the Provider URL uses <svc>.<ns>; the serving certificate carries all. */}}
+{{- define "referee.serviceHost" -}}
+{{- printf "%s.%s" (include "referee.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{- define "referee.dnsNames" -}}
+{{- $svc := include "referee.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- concat $names .Values.tls.extraDnsNames | uniq | toJson -}}
+{{- end -}}
+
+{{- define "referee.tlsSecretName" -}}
+{{- printf "%s-tls" (include "referee.fullname" .) -}}
+{{- end -}}
+
+{{- define "referee.caSecretName" -}}
+{{- printf "%s-ca" (include "referee.fullname" .) -}}
+{{- end -}}
+
+{{/* Paths inside the pod. Every file the configuration names lives under one of these mounts. */}}
+{{- define "referee.paths" -}}
+config: /etc/referee/config
+configFile: /etc/referee/config/referee.yaml
+tls: /etc/referee/tls
+gatekeeperCa: /etc/referee/gatekeeper-ca
+registryCredentials: /etc/referee/registry-credentials
+dockerConfig: /etc/referee/dockerconfig
+trust: /etc/referee/trust
+{{- end -}}
+
+{{/* A Secret data key for a registry host ("registry.example.com:5000" -> "registry.example.com_5000"). */}}
+{{- define "referee.hostKey" -}}
+{{- regexReplaceAll "[^-._a-zA-Z0-9]" . "_" -}}
+{{- end -}}
+
+{{/*
+Checks that are not expressible in values.schema.json. Included by the Deployment and the Providers,
+so a bad combination fails the whole render with one clear message.
+*/}}
+{{- define "referee.validate" -}}
+{{- $v := .Values -}}
+{{- $ca := $v.gatekeeper.clientCA -}}
+{{- if $v.mtls.disabled -}}
+  {{- if or $ca.secretName $ca.pem -}}
+    {{- fail "mtls.disabled=true contradicts gatekeeper.clientCA: remove the client CA, or keep mutual TLS on (mtls.disabled=false)" -}}
+  {{- end -}}
+  {{- if $v.mtls.allowedClientNames -}}
+    {{- fail "mtls.allowedClientNames needs mutual TLS: with mtls.disabled=true there is no client certificate and Referee would reject every request" -}}
+  {{- end -}}
+{{- else -}}
+  {{- if and $ca.secretName $ca.pem -}}
+    {{- fail "gatekeeper.clientCA: set either secretName or pem, not both" -}}
+  {{- end -}}
+  {{- if not (or $ca.secretName $ca.pem) -}}
+    {{- fail "gatekeeper.clientCA is required: Referee verifies Gatekeeper's client certificate (mutual TLS). Set gatekeeper.clientCA.secretName=gatekeeper-webhook-server-cert (Gatekeeper's Secret; Referee must then run in Gatekeeper's namespace) or gatekeeper.clientCA.pem to Gatekeeper's ca.crt. To run without mutual TLS, set mtls.disabled=true explicitly." -}}
+  {{- end -}}
+  {{- if $ca.secretName -}}
+    {{- $caNs := default $v.gatekeeper.namespace $ca.namespace -}}
+    {{- if ne $caNs .Release.Namespace -}}
+      {{- fail (printf "gatekeeper.clientCA: the Secret %s/%s cannot be mounted into namespace %s (Secrets do not cross namespaces). Install Referee into %s, copy ca.crt into a Secret in %s and set gatekeeper.clientCA.namespace=%s, or pass the certificate with gatekeeper.clientCA.pem" $caNs $ca.secretName .Release.Namespace $caNs .Release.Namespace .Release.Namespace) -}}
+    {{- end -}}
+  {{- end -}}
+  {{- if and $ca.pem (not (hasPrefix "-----BEGIN CERTIFICATE-----" (trim $ca.pem))) -}}
+    {{- fail "gatekeeper.clientCA.pem must be a PEM certificate (-----BEGIN CERTIFICATE-----)" -}}
+  {{- end -}}
+{{- end -}}
+{{- if ge (int $v.providers.verify.timeoutSeconds) (int $v.gatekeeper.validatingWebhookTimeoutSeconds) -}}
+  {{- fail (printf "providers.verify.timeoutSeconds (%v) must be smaller than gatekeeper.validatingWebhookTimeoutSeconds (%v): a provider slower than the webhook turns into fail-open admission under failurePolicy Ignore" $v.providers.verify.timeoutSeconds $v.gatekeeper.validatingWebhookTimeoutSeconds) -}}
+{{- end -}}
+{{- if and $v.podDisruptionBudget.enabled (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) -}}
+  {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" -}}
+{{- end -}}
+{{- if lt (int $v.terminationGracePeriodSeconds) (add (int $v.preStopSleepSeconds) (int $v.shutdownGraceSeconds) 1) -}}
+  {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed preStopSleepSeconds + shutdownGraceSeconds (%v + %v): otherwise in-flight requests are killed instead of drained" $v.terminationGracePeriodSeconds $v.preStopSleepSeconds $v.shutdownGraceSeconds) -}}
+{{- end -}}
+{{- if and (eq $v.tls.mode "certManager") $v.tls.certManager.issuerRef.name (not $v.tls.certManager.caBundle) -}}
+  {{- fail "tls.certManager.caBundle is required with tls.certManager.issuerRef: Gatekeeper's Provider needs the PEM of the CA that signs Referee's serving certificate, and cert-manager's CA injector only fills webhook, CRD and APIService caBundles, not Provider resources. Leave issuerRef.name empty to let the chart create the CA." -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $v.registryCredentials.hosts -}}
+  {{- if hasKey $seen .host -}}
+    {{- fail (printf "registryCredentials.hosts: host %q listed twice" .host) -}}
+  {{- end -}}
+  {{- $_ := set $seen .host true -}}
+  {{- if and .password .existingSecret -}}
+    {{- fail (printf "registryCredentials.hosts[%s]: set password or existingSecret, not both" .host) -}}
+  {{- end -}}
+  {{- if not (or .password .existingSecret) -}}
+    {{- fail (printf "registryCredentials.hosts[%s]: password or existingSecret is required" .host) -}}
+  {{- end -}}
+{{- end -}}
+{{- range $v.trust -}}
+  {{- $sources := 0 -}}
+  {{- if .files }}{{ $sources = add1 $sources }}{{ end -}}
+  {{- if .existingSecret }}{{ $sources = add1 $sources }}{{ end -}}
+  {{- if .existingConfigMap }}{{ $sources = add1 $sources }}{{ end -}}
+  {{- if ne (int $sources) 1 -}}
+    {{- fail (printf "trust[%s]: set exactly one of files, existingSecret, existingConfigMap" .name) -}}
+  {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Referee configuration file: .Values.config (the user's part) plus what the chart owns (listening
+addresses, ports, TLS files, Provider timeouts, credential files). Rendered with toYaml.
+*/}}
+{{- define "referee.config" -}}
+{{- $v := .Values -}}
+{{- $paths := include "referee.paths" . | fromYaml -}}
+{{- $cfg := deepCopy $v.config -}}
+{{- $tls := dict "certFile" (printf "%s/tls.crt" $paths.tls) "keyFile" (printf "%s/tls.key" $paths.tls) -}}
+{{- if $v.mtls.disabled -}}
+  {{- $_ := set $tls "clientAuth" "disabled" -}}
+{{- else -}}
+  {{- $_ := set $tls "clientAuth" "require" -}}
+  {{- $_ := set $tls "clientCaFile" (printf "%s/ca.crt" $paths.gatekeeperCa) -}}
+  {{- $names := $v.mtls.allowedClientNames -}}
+  {{- if $v.mtls.pinGatekeeperServiceName -}}
+    {{- $names = append $names (printf "gatekeeper-webhook-service.%s.svc" $v.gatekeeper.namespace) -}}
+  {{- end -}}
+  {{- if $names -}}
+    {{- $_ := set $tls "allowedClientNames" ($names | uniq) -}}
+  {{- end -}}
+{{- end -}}
+{{- $server := get $cfg "server" | default dict -}}
+{{- $_ := set $server "address" "0.0.0.0" -}}
+{{- $_ := set $server "port" (int $v.ports.provider) -}}
+{{- $_ := set $server "healthAddress" "0.0.0.0" -}}
+{{- $_ := set $server "healthPort" (int $v.ports.health) -}}
+{{- $_ := set $server "tls" $tls -}}
+{{- $_ := set $server "providerTimeout" (printf "%ds" (int $v.providers.verify.timeoutSeconds)) -}}
+{{- $_ := set $server "mutateProviderTimeout" (printf "%ds" (int $v.providers.mutate.timeoutSeconds)) -}}
+{{- $_ := set $server "shutdownGrace" (printf "%ds" (int $v.shutdownGraceSeconds)) -}}
+{{- $_ := set $cfg "server" $server -}}
+{{- $registries := get $cfg "registries" | default dict -}}
+{{- $creds := dict -}}
+{{- range $v.registryCredentials.hosts -}}
+  {{- $_ := set $creds .host (dict "username" .username "passwordFile" (printf "%s/%s/password" $paths.registryCredentials (include "referee.hostKey" .host))) -}}
+{{- end -}}
+{{- $hosts := list -}}
+{{- $listed := dict -}}
+{{- range (get $registries "hosts" | default list) -}}
+  {{- $host := . -}}
+  {{- $_ := set $listed (toString $host.host) true -}}
+  {{- $cred := get $creds (toString $host.host) -}}
+  {{- if $cred -}}
+    {{- if or (hasKey $host "username") (hasKey $host "password") (hasKey $host "passwordFile") (hasKey $host "registryToken") (hasKey $host "registryTokenFile") -}}
+      {{- fail (printf "config.registries.hosts[%s] already has credentials; remove them or the registryCredentials.hosts entry" $host.host) -}}
+    {{- end -}}
+    {{- $host = merge $host $cred -}}
+  {{- end -}}
+  {{- $hosts = append $hosts $host -}}
+{{- end -}}
+{{- range $v.registryCredentials.hosts -}}
+  {{- if not (hasKey $listed .host) -}}
+    {{- $hosts = append $hosts (merge (dict "host" .host) (get $creds .host)) -}}
+  {{- end -}}
+{{- end -}}
+{{- if $hosts -}}
+  {{- $_ := set $registries "hosts" $hosts -}}
+{{- end -}}
+{{- if $v.registryCredentials.dockerConfigSecret -}}
+  {{- if hasKey $registries "dockerConfig" -}}
+    {{- fail "config.registries.dockerConfig and registryCredentials.dockerConfigSecret both set: keep one" -}}
+  {{- end -}}
+  {{- $_ := set $registries "dockerConfig" (printf "%s/config.json" $paths.dockerConfig) -}}
+{{- end -}}
+{{- $_ := set $cfg "registries" $registries -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/*
+TLS material for tls.mode=generate (the serving certificate) and for tls.mode=certManager without an
+issuerRef (the CA that cert-manager issues from). Both are reused from the cluster on upgrades (lookup),
+so the Provider caBundle stays stable; rendering offline (helm template) always generates new ones.
+Returns YAML: caCert, caKey, cert, key (cert/key only in generate mode).
+*/}}
+{{- define "referee.tlsMaterial" -}}
+{{- $v := .Values -}}
+{{- if eq $v.tls.mode "generate" -}}
+  {{- $existing := lookup "v1" "Secret" .Release.Namespace (include "referee.tlsSecretName" .) -}}
+  {{- $data := dig "data" dict $existing -}}
+  {{- if and $v.tls.generate.reuseExisting (hasKey $data "ca.crt") (hasKey $data "tls.crt") (hasKey $data "tls.key") -}}
+caCert: {{ get $data "ca.crt" | b64dec | quote }}
+cert: {{ get $data "tls.crt" | b64dec | quote }}
+key: {{ get $data "tls.key" | b64dec | quote }}
+  {{- else -}}
+    {{- $ca := genCA (printf "%s-ca" (include "referee.fullname" .)) (int $v.tls.generate.caValidityDays) -}}
+    {{- $names := include "referee.dnsNames" . | fromJsonArray -}}
+    {{- $cert := genSignedCert (include "referee.serviceHost" .) nil $names (int $v.tls.generate.certValidityDays) $ca -}}
+caCert: {{ $ca.Cert | quote }}
+cert: {{ $cert.Cert | quote }}
+key: {{ $cert.Key | quote }}
+  {{- end -}}
+{{- else if and (eq $v.tls.mode "certManager") (not $v.tls.certManager.issuerRef.name) -}}
+  {{- $existing := lookup "v1" "Secret" .Release.Namespace (include "referee.caSecretName" .) -}}
+  {{- $data := dig "data" dict $existing -}}
+  {{- if and (hasKey $data "tls.crt") (hasKey $data "tls.key") -}}
+caCert: {{ get $data "tls.crt" | b64dec | quote }}
+caKey: {{ get $data "tls.key" | b64dec | quote }}
+  {{- else -}}
+    {{- $ca := genCA (printf "%s-ca" (include "referee.fullname" .)) (int $v.tls.certManager.caValidityDays) -}}
+caCert: {{ $ca.Cert | quote }}
+caKey: {{ $ca.Key | quote }}
+  {{- end -}}
+{{- else -}}
+caCert: {{ $v.tls.certManager.caBundle | quote }}
+{{- end -}}
+{{- end -}}
