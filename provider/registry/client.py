@@ -39,6 +39,7 @@ from provider.errors import (
     RegistryUnavailableError,
     UnsupportedError,
 )
+from provider.limits import read_limited
 from provider.oci import Descriptor, Manifest, parse_index_descriptors, parse_manifest
 from provider.reference import ImageRef, compute_digest, parse_digest, referrers_tag, verify_digest
 from provider.registry.auth import (
@@ -338,17 +339,7 @@ class RegistryClient:
         return min(self.config.request_timeout, left)
 
     async def _read_limited(self, resp: aiohttp.ClientResponse, max_bytes: int, what: str) -> bytes:
-        length = resp.content_length
-        if length is not None and length > max_bytes:
-            raise ArtifactTooLargeError(f"{what} is {length} bytes, over the {max_bytes}-byte limit")
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in resp.content.iter_chunked(65536):
-            total += len(chunk)
-            if total > max_bytes:
-                raise ArtifactTooLargeError(f"{what} is over the {max_bytes}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited(resp.content, resp.content_length, max_bytes, what, ArtifactTooLargeError)
 
     async def request(
         self,
@@ -636,27 +627,35 @@ class RegistryClient:
         )
         return found
 
+    async def _get_tag(self, ref: ImageRef, tag: str, accept: str, what: str) -> tuple[Response, str] | None:
+        """GET a manifest by tag; ``None`` on 404. The body is checked against Docker-Content-Digest when the
+        registry sends it; the returned digest is that header's, else the body's own."""
+        resp = await self.request(
+            ref,
+            "GET",
+            f"/v2/{ref.repository}/manifests/{tag}",
+            accept=accept,
+            max_bytes=self.limits.max_manifest_bytes,
+            what=what,
+        )
+        if resp.status == 404:
+            return None
+        self._raise_for_status(ref, resp, what)
+        header_digest = resp.headers.get("Docker-Content-Digest")
+        if header_digest:
+            verify_digest(resp.body, header_digest, what)
+        return resp, header_digest or compute_digest(resp.body)
+
     async def _referrers_tag(
         self, ref: ImageRef, subject_digest: str, artifact_types: frozenset[str] | None
     ) -> list[Descriptor]:
         tag = referrers_tag(subject_digest)
         what = f"referrers tag {ref.name}:{tag}"
-        resp = await self.request(
-            ref,
-            "GET",
-            f"/v2/{ref.repository}/manifests/{tag}",
-            accept=mt.ACCEPT_INDEX,
-            max_bytes=self.limits.max_manifest_bytes,
-            what=what,
-        )
-        if resp.status == 404:
+        found = await self._get_tag(ref, tag, mt.ACCEPT_INDEX, what)
+        if found is None:
             return []
-        self._raise_for_status(ref, resp, what)
-        header_digest = resp.headers.get("Docker-Content-Digest")
-        if header_digest:
-            verify_digest(resp.body, header_digest, what)
         try:
-            descriptors = parse_index_descriptors(resp.body, what)
+            descriptors = parse_index_descriptors(found[0].body, what)
         except ManifestInvalidError as exc:
             log.warning("referrers_tag_invalid", subject=f"{ref.name}@{subject_digest}", error=exc.message)
             return []
@@ -667,19 +666,10 @@ class RegistryClient:
     ) -> Descriptor | None:
         tag = referrers_tag(subject_digest) + suffix
         what = f"cosign tag {ref.name}:{tag}"
-        resp = await self.request(
-            ref,
-            "GET",
-            f"/v2/{ref.repository}/manifests/{tag}",
-            accept=mt.ACCEPT_COSIGN_TAG,
-            max_bytes=self.limits.max_manifest_bytes,
-            what=what,
-        )
-        if resp.status == 404:
+        found = await self._get_tag(ref, tag, mt.ACCEPT_COSIGN_TAG, what)
+        if found is None:
             return None
-        self._raise_for_status(ref, resp, what)
-        digest = resp.headers.get("Docker-Content-Digest") or compute_digest(resp.body)
-        verify_digest(resp.body, digest, what)
+        resp, digest = found
         manifest = parse_manifest(resp.body, digest, _media_type(resp.headers), what)
         self.content.put(digest, resp.body)
         return Descriptor(

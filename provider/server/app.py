@@ -34,6 +34,7 @@ from provider.errors import (
     RequestInvalidError,
 )
 from provider.executor import Clock, Engine, Outcome, utc_now
+from provider.limits import read_limited
 from provider.reference import parse_reference
 from provider.server import protocol
 from provider.server.tls import ReloadingTLS
@@ -62,17 +63,14 @@ def _json(doc: dict[str, Any]) -> web.Response:
     return web.json_response(doc, status=200)
 
 
-async def _read_body(request: web.Request, max_bytes: int) -> bytes:
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise RequestInvalidError(f"body of {request.content_length} bytes exceeds the {max_bytes}-byte limit")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.content.iter_chunked(65536):
-        total += len(chunk)
-        if total > max_bytes:
-            raise RequestInvalidError(f"body exceeds the {max_bytes}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _read_request(request: web.Request, config: Config) -> protocol.ProviderRequest:
+    """Check the caller's name, read the body within its limit, and parse the ProviderRequest."""
+    if not _client_allowed(request, config.server.tls.allowed_client_names):
+        raise RequestInvalidError("client certificate name is not in server.tls.allowedClientNames")
+    body = await read_limited(
+        request.content, request.content_length, config.server.max_body_bytes, "body", RequestInvalidError
+    )
+    return protocol.parse_request(body, config.server.max_keys)
 
 
 def _client_allowed(request: web.Request, names: tuple[str, ...]) -> bool:
@@ -150,10 +148,7 @@ async def handle_verify(request: web.Request) -> web.Response:
     budget = config.server.verify_deadline
     endpoint = "verify"
     try:
-        if not _client_allowed(request, config.server.tls.allowed_client_names):
-            raise RequestInvalidError("client certificate name is not in server.tls.allowedClientNames")
-        body = await _read_body(request, config.server.max_body_bytes)
-        req = protocol.parse_request(body, config.server.max_keys)
+        req = await _read_request(request, config)
     except RequestInvalidError as exc:
         return _rejected(endpoint, started, exc)
     key_times: dict[str, float] = {}
@@ -225,10 +220,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
     budget = config.server.mutate_deadline
     endpoint = "mutate"
     try:
-        if not _client_allowed(request, config.server.tls.allowed_client_names):
-            raise RequestInvalidError("client certificate name is not in server.tls.allowedClientNames")
-        body = await _read_body(request, config.server.max_body_bytes)
-        req = protocol.parse_request(body, config.server.max_keys)
+        req = await _read_request(request, config)
     except RequestInvalidError as exc:
         return _rejected(endpoint, started, exc)
 

@@ -49,6 +49,7 @@ from provider.verifiers.sigstore_common import (
     b64decode,
     certificate_identity,
     dsse_binder,
+    get_path,
     iso,
     load_certificate,
     message_binder,
@@ -176,18 +177,22 @@ class BundleChecker:
         cert: x509.Certificate | None = None
         chain: tuple[x509.Certificate, ...] = ()
         if "certificate" in material:
-            cert = load_certificate(b64decode(_get(material, "certificate", "rawBytes"), "certificate"), "certificate")
+            cert = load_certificate(
+                b64decode(get_path(material, "certificate", "rawBytes"), "certificate"), "certificate"
+            )
         elif "x509CertificateChain" in material:
-            raw_certs = _get(material, "x509CertificateChain", "certificates")
+            raw_certs = get_path(material, "x509CertificateChain", "certificates")
             if not isinstance(raw_certs, list) or not raw_certs:
                 raise Rejected("bundle certificate chain is empty")
-            certs = [load_certificate(b64decode(_get(c, "rawBytes"), "certificate"), "certificate") for c in raw_certs]
+            certs = [
+                load_certificate(b64decode(get_path(c, "rawBytes"), "certificate"), "certificate") for c in raw_certs
+            ]
             cert, chain = certs[0], tuple(certs[1:])
         elif "publicKey" not in material:
             raise Rejected("bundle has neither a certificate nor a public key")
         tlog = tuple(_tlog_entry(e) for e in (material.get("tlogEntries") or [])[:16])
-        stamps = _get(material, "timestampVerificationData", "rfc3161Timestamps") or []
-        timestamps = tuple(b64decode(_get(s, "signedTimestamp"), "RFC 3161 timestamp") for s in stamps[:16])
+        stamps = get_path(material, "timestampVerificationData", "rfc3161Timestamps") or []
+        timestamps = tuple(b64decode(get_path(s, "signedTimestamp"), "RFC 3161 timestamp") for s in stamps[:16])
 
         def evidence(signature: bytes, signed: bytes, prehashed: bool, bind: Any) -> Evidence:
             return Evidence(
@@ -204,12 +209,12 @@ class BundleChecker:
 
         if "messageSignature" in doc:
             message = doc["messageSignature"]
-            signature = b64decode(_get(message, "signature"), "message signature")
-            recorded = _get(message, "messageDigest")
+            signature = b64decode(get_path(message, "signature"), "message signature")
+            recorded = get_path(message, "messageDigest")
             if recorded is not None:
-                if _get(recorded, "algorithm") != "SHA2_256":
-                    raise Rejected(f"message digest algorithm {_get(recorded, 'algorithm')!r} is not SHA2_256")
-                signed_digest = b64decode(_get(recorded, "digest"), "message digest")
+                if get_path(recorded, "algorithm") != "SHA2_256":
+                    raise Rejected(f"message digest algorithm {get_path(recorded, 'algorithm')!r} is not SHA2_256")
+                signed_digest = b64decode(get_path(recorded, "digest"), "message digest")
                 if signed_digest != digest:
                     raise Rejected(f"bundle signs sha256:{signed_digest.hex()}, not the image sha256:{digest.hex()}")
             facts = self.policy.verify(
@@ -239,14 +244,6 @@ class BundleChecker:
         raise failure
 
 
-def _get(doc: object, *path: str) -> Any:
-    for part in path:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(part)
-    return doc
-
-
 def _int(value: object, what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -259,14 +256,14 @@ def _tlog_entry(entry: object) -> TlogEntry:
     """A protobuf-specs ``TransparencyLogEntry`` (JSON form: int64 as strings, bytes as base64)."""
     if not isinstance(entry, dict) or not isinstance(entry.get("canonicalizedBody"), str):
         raise Rejected("bundle transparency-log entry has no canonicalizedBody")
-    promise = _get(entry, "inclusionPromise", "signedEntryTimestamp")
+    promise = get_path(entry, "inclusionPromise", "signedEntryTimestamp")
     proof_doc = entry.get("inclusionProof")
     proof: InclusionProof | None = None
     if isinstance(proof_doc, dict):
         hashes = proof_doc.get("hashes") or []
         if not isinstance(hashes, list):
             raise Rejected("bundle inclusion proof is malformed")
-        checkpoint = _get(proof_doc, "checkpoint", "envelope")
+        checkpoint = get_path(proof_doc, "checkpoint", "envelope")
         proof = InclusionProof(
             log_index=_int(proof_doc.get("logIndex"), "inclusion proof logIndex"),
             tree_size=_int(proof_doc.get("treeSize"), "inclusion proof treeSize"),
@@ -278,7 +275,7 @@ def _tlog_entry(entry: object) -> TlogEntry:
         body_b64=entry["canonicalizedBody"],
         integrated_time=_int(entry.get("integratedTime", 0), "integratedTime"),
         log_index=_int(entry.get("logIndex"), "logIndex"),
-        log_id=b64decode(_get(entry, "logId", "keyId"), "logId"),
+        log_id=b64decode(get_path(entry, "logId", "keyId"), "logId"),
         signed_entry_timestamp=None if promise is None else b64decode(promise, "signedEntryTimestamp"),
         inclusion_proof=proof,
     )

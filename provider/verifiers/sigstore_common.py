@@ -643,7 +643,8 @@ def _same_signer(pem: bytes, signer: Signer) -> bool:
     return spki(key) == spki(signer.key)  # type: ignore[arg-type]
 
 
-def _get(doc: object, *path: str) -> Any:
+def get_path(doc: object, *path: str) -> Any:
+    """``doc[path[0]][path[1]]…`` through nested mappings, ``None`` when any step is missing."""
     for part in path:
         if not isinstance(doc, dict):
             return None
@@ -660,13 +661,13 @@ def bind_message(body: Mapping[str, Any], digest: bytes, signature: bytes, signe
     if _kind(body) != "hashedrekord 0.0.1":
         raise Rejected(f"Rekor entry kind {_kind(body)} does not record a message signature")
     if (
-        _get(body, "spec", "data", "hash", "algorithm") != "sha256"
-        or _get(body, "spec", "data", "hash", "value") != digest.hex()
+        get_path(body, "spec", "data", "hash", "algorithm") != "sha256"
+        or get_path(body, "spec", "data", "hash", "value") != digest.hex()
     ):
         raise Rejected("Rekor entry records another payload hash")
-    if b64decode(_get(body, "spec", "signature", "content"), "Rekor signature") != signature:
+    if b64decode(get_path(body, "spec", "signature", "content"), "Rekor signature") != signature:
         raise Rejected("Rekor entry records another signature")
-    pem = b64decode(_get(body, "spec", "signature", "publicKey", "content"), "Rekor public key")
+    pem = b64decode(get_path(body, "spec", "signature", "publicKey", "content"), "Rekor public key")
     if not _same_signer(pem, signer):
         raise Rejected("Rekor entry records another signing key or certificate")
 
@@ -675,28 +676,28 @@ def bind_dsse(body: Mapping[str, Any], payload: bytes, signature: bytes, signer:
     """``dsse`` 0.0.1, ``intoto`` 0.0.1 / 0.0.2: payload hash, signature (where recorded) and signer."""
     kind = _kind(body)
     payload_hex = hashlib.sha256(payload).hexdigest()
-    spec = _get(body, "spec")
+    spec = get_path(body, "spec")
     if kind == "dsse 0.0.1":
-        recorded_hash = _get(spec, "payloadHash")
+        recorded_hash = get_path(spec, "payloadHash")
         entries = [
-            (s.get("signature"), s.get("verifier")) for s in _get(spec, "signatures") or [] if isinstance(s, dict)
+            (s.get("signature"), s.get("verifier")) for s in get_path(spec, "signatures") or [] if isinstance(s, dict)
         ]
         decode_sig: Callable[[object], bytes] = lambda v: b64decode(v, "Rekor signature")  # noqa: E731
     elif kind == "intoto 0.0.2":
-        recorded_hash = _get(spec, "content", "payloadHash")
-        sigs = _get(spec, "content", "envelope", "signatures") or []
+        recorded_hash = get_path(spec, "content", "payloadHash")
+        sigs = get_path(spec, "content", "envelope", "signatures") or []
         entries = [(s.get("sig"), s.get("publicKey")) for s in sigs if isinstance(s, dict)]
 
         def decode_sig(v: object) -> bytes:
             return b64decode(b64decode(v, "Rekor signature").decode("ascii", "replace"), "Rekor signature")
 
     elif kind == "intoto 0.0.1":
-        recorded_hash = _get(spec, "content", "payloadHash")
-        entries = [(None, _get(spec, "publicKey"))]
+        recorded_hash = get_path(spec, "content", "payloadHash")
+        entries = [(None, get_path(spec, "publicKey"))]
         decode_sig = lambda v: signature  # noqa: E731  (0.0.1 records no signature)
     else:
         raise Rejected(f"Rekor entry kind {kind} does not record a DSSE envelope")
-    if _get(recorded_hash, "algorithm") != "sha256" or _get(recorded_hash, "value") != payload_hex:
+    if get_path(recorded_hash, "algorithm") != "sha256" or get_path(recorded_hash, "value") != payload_hex:
         raise Rejected("Rekor entry records another payload hash")
     for sig, verifier in entries:
         if decode_sig(sig) == signature and _same_signer(b64decode(verifier, "Rekor verifier"), signer):
