@@ -21,16 +21,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from cryptography import x509
-from sigstore.errors import Error as SigstoreError
-from sigstore.errors import VerificationError as SigstoreVerificationError
-from sigstore.hashes import Hashed
-from sigstore.models import Bundle, TrustedRoot
-from sigstore.verify import Verifier as SigstoreVerifier
-from sigstore_models.common.v1 import HashAlgorithm
 
 from provider import mediatypes as mt
 from provider.confignode import Node
@@ -59,6 +53,12 @@ from provider.verifiers.sigstore_common import (
     parse_statement,
 )
 
+if TYPE_CHECKING:
+    from sigstore.verify import Verifier as SigstoreVerifier
+
+# sigstore-python (with pydantic, rich, requests, …) is imported only when a verifier is configured with a
+# trusted root, so deployments that do not use it do not pay its memory.
+
 log = structlog.get_logger("referee.sigstore_bundle")
 
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
@@ -73,6 +73,8 @@ class _IdentityPolicy:
         self.rules = rules
 
     def verify(self, cert: x509.Certificate) -> None:
+        from sigstore.errors import VerificationError as SigstoreVerificationError
+
         sans, issuer = certificate_identity(cert)
         if not any(rule.matches(sans, issuer) for rule in self.rules):
             raise SigstoreVerificationError(
@@ -138,6 +140,11 @@ class BundleChecker:
     # -- sigstore-python ---------------------------------------------------------------------------------------------
 
     def _with_sigstore(self, raw: bytes, doc: dict[str, Any], digest: bytes, ref: ImageRef) -> BundleOutcome:
+        from sigstore.errors import Error as SigstoreError
+        from sigstore.hashes import Hashed
+        from sigstore.models import Bundle
+        from sigstore_models.common.v1 import HashAlgorithm
+
         assert self.sigstore is not None
         rules = self.policy.identities_for(ref)
         if not rules:
@@ -285,6 +292,10 @@ def sigstore_verifier(trusted_root_path: str | None, node: Node) -> SigstoreVeri
     """sigstore-python's verifier for the configured trusted root (None without one)."""
     if trusted_root_path is None:
         return None
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import TrustedRoot
+    from sigstore.verify import Verifier as SigstoreVerifier
+
     try:
         return SigstoreVerifier(trusted_root=TrustedRoot.from_file(trusted_root_path))
     except (SigstoreError, ValueError, OSError) as exc:
