@@ -75,6 +75,9 @@ class SingleFlight(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._tasks
+
     async def run(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
         task = self._tasks.get(key)
         if task is None:

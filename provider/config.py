@@ -122,6 +122,7 @@ class LimitsConfig:
     nested_artifact_types: frozenset[str] = frozenset()
     verification_timeout: float = 10.0
     max_concurrent_verifications: int = 16
+    max_pending_verifications: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +379,9 @@ def _parse_limits(node: Node) -> LimitsConfig:
         verification_timeout=node.duration("verification_timeout", d.verification_timeout, minimum=0.1),
         max_concurrent_verifications=node.integer(
             "max_concurrent_verifications", d.max_concurrent_verifications, minimum=1, maximum=1024
+        ),
+        max_pending_verifications=node.integer(
+            "max_pending_verifications", d.max_pending_verifications, minimum=1, maximum=100000
         ),
     )
     node.finish()

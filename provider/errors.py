@@ -50,6 +50,12 @@ class DigestMismatchError(ProviderError):
     code = "DIGEST_MISMATCH"
 
 
+class SubjectMismatchError(ProviderError):
+    """A listed referrer is about another subject: never evidence for this one."""
+
+    code = "SUBJECT_MISMATCH"
+
+
 class ArtifactTooLargeError(ProviderError):
     code = "ARTIFACT_TOO_LARGE"
 
@@ -103,6 +109,13 @@ class RevocationUnavailableError(ProviderError):
     """An enforced revocation check could not reach any responder in time: undecided, so not cached."""
 
     code = "REVOCATION_UNAVAILABLE"
+    transient = True
+
+
+class OverloadedError(ProviderError):
+    """Too much shared work is pending: answered as transient so Gatekeeper asks again."""
+
+    code = "OVERLOADED"
     transient = True
 
 

@@ -19,7 +19,7 @@ from provider import deadline, metrics
 from provider import mediatypes as mt
 from provider.cache import ContentCache, SingleFlight, TTLMap
 from provider.config import Config, matches_any
-from provider.errors import NotFoundError, ProviderError, UnsupportedError
+from provider.errors import NotFoundError, OverloadedError, ProviderError, SubjectMismatchError, UnsupportedError
 from provider.oci import Descriptor, Manifest
 from provider.policies.base import PolicyEnforcer, policy_types
 from provider.reference import ImageRef, parse_reference
@@ -99,6 +99,21 @@ async def _bounded(runtime: Runtime, work: Awaitable[T], what: str) -> T:
                 return await work
         except TimeoutError:
             raise deadline.exceeded(what) from None
+
+
+def _check_subject(manifest: Manifest, artifact: Descriptor, subject: Subject) -> None:
+    """A referrer list is not trusted (any pusher can write the tag-schema index): the referrer manifest's own
+    ``subject`` must be the image (or parent artifact) under verification. cosign's legacy tag forms carry no
+    ``subject``; their signed payload binds the digest instead."""
+    if artifact.artifact_type in mt.COSIGN_LEGACY_TYPES:
+        return
+    expected = subject.descriptor.digest
+    if manifest.subject is None:
+        raise SubjectMismatchError(f"referrer {artifact.digest} has no subject; it cannot be evidence for {expected}")
+    if manifest.subject.digest != expected:
+        raise SubjectMismatchError(
+            f"referrer {artifact.digest} was listed for {expected} but its subject is {manifest.subject.digest}"
+        )
 
 
 class _Content:
@@ -218,7 +233,15 @@ class Engine:
             cache.put(cache_key, descriptor)
             return descriptor
 
+        if cache_key not in self._resolving:
+            self._check_capacity(runtime)
         return await self._resolving.run(cache_key, compute)
+
+    def _check_capacity(self, runtime: Runtime) -> None:
+        """Shared work outlives requests; bound how much of it may pile up (keys are attacker-chosen)."""
+        pending = len(self._flight) + len(self._resolving)
+        if pending >= runtime.config.limits.max_pending_verifications:
+            raise OverloadedError(f"{pending} verifications already pending; ask again shortly")
 
     async def _verify(self, key: str) -> tuple[Verdict, bool]:
         ref = parse_reference(key)
@@ -243,6 +266,8 @@ class Engine:
             self.verdicts.put(cache_key, verdict)
             return verdict
 
+        if cache_key not in self._flight:
+            self._check_capacity(runtime)
         return await self._flight.run(cache_key, compute), False
 
     async def _verify_subject(self, runtime: Runtime, store: ReferrerStore, subject: Subject) -> Verdict:
@@ -332,6 +357,7 @@ class Engine:
         try:
             async with self._semaphore:
                 manifest = await store.fetch_manifest(subject.ref, artifact)
+                _check_subject(manifest, artifact, subject)
                 request = VerificationRequest(
                     subject=subject, artifact=artifact, manifest=manifest, content=content, now=now, referrers=siblings
                 )

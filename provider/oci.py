@@ -120,6 +120,8 @@ def parse_manifest(raw: bytes, digest: str, media_type: str | None, what: str = 
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestInvalidError(f"{what} {digest}: not JSON ({exc})") from None
+    except (RecursionError, ValueError) as exc:
+        raise ManifestInvalidError(f"{what} {digest}: cannot be decoded ({type(exc).__name__})") from None
     if not isinstance(doc, dict):
         raise ManifestInvalidError(f"{what} {digest}: not a JSON object")
     declared = doc.get("mediaType")
@@ -181,6 +183,8 @@ def parse_index_descriptors(raw: bytes, what: str) -> list[Descriptor]:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestInvalidError(f"{what}: not JSON ({exc})") from None
+    except (RecursionError, ValueError) as exc:
+        raise ManifestInvalidError(f"{what}: cannot be decoded ({type(exc).__name__})") from None
     if not isinstance(doc, dict):
         raise ManifestInvalidError(f"{what}: not a JSON object")
     if doc.get("mediaType", mt.OCI_INDEX) != mt.OCI_INDEX:

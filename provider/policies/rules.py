@@ -69,6 +69,13 @@ class RulesPolicy:
                 f"no policy rule applies to {ref.name}: denied",
                 {"type": "rules", "satisfied": {}, "unsatisfied": {}},
             )
+        if all(r.min_count == 0 for r in applicable):
+            names = ", ".join(r.name for r in applicable)
+            return Decision(
+                False,
+                f"the rules that apply to {ref.name} ({names}) require no evidence (minCount 0): denied",
+                {"type": "rules", "satisfied": {}, "unsatisfied": {}},
+            )
         satisfied: dict[str, list[str]] = {}
         unsatisfied: dict[str, str] = {}
         for rule in applicable:

@@ -172,6 +172,10 @@ class RegistryClient:
                 f"{ref.name} is not in registries.allow; Referee contacts only listed registries"
             )
 
+    def _host_allowed(self, netloc: str) -> bool:
+        """A host Referee may contact besides a registry itself (token realms, blob redirects)."""
+        return self.config.is_allowed(netloc, "") or netloc in {h.host for h in self.config.hosts}
+
     def _host(self, ref: ImageRef) -> _Host:
         host = self._hosts.get(ref.registry)
         if host is not None:
@@ -256,9 +260,7 @@ class RegistryClient:
                 "to allow it"
             )
         registry_netloc = urlsplit(host.base_url).netloc
-        if realm_host not in (registry_netloc, host.registry) and not (
-            self.config.is_allowed(realm_host, "") or realm_host in {h.host for h in self.config.hosts}
-        ):
+        if realm_host not in (registry_netloc, host.registry) and not self._host_allowed(realm_host):
             raise AuthDeniedError(
                 f"{host.registry}: token realm host {realm_host} is not in registries.allow or registries.hosts; "
                 "Referee contacts only listed hosts"
@@ -415,12 +417,12 @@ class RegistryClient:
         self, host: _Host, method: str, url: str, scope: str, accept: str | None, max_bytes: int, what: str
     ) -> Response:
         session = self._get_session()
-        origin = urlsplit(host.base_url).netloc
+        origin = _origin(host.base_url)
         for _ in range(MAX_REDIRECTS + 1):
-            headers: dict[str, str] = {}
+            headers: dict[str, str] = {"Accept-Encoding": "identity"}
             if accept:
                 headers["Accept"] = accept
-            same_origin = urlsplit(url).netloc == origin
+            same_origin = _origin(url) == origin
             if same_origin:
                 auth = self._auth_header(host, scope)
                 if auth:
@@ -438,10 +440,15 @@ class RegistryClient:
                 metrics.REGISTRY_REQUESTS.labels(host.registry, method, str(resp.status)).inc()
                 if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                     next_url = urljoin(url, resp.headers["Location"])
-                    if urlsplit(next_url).scheme != "https" and not (
-                        urlsplit(next_url).netloc == origin and host.settings.plain_http
-                    ):
-                        raise RegistryError(f"{host.registry}: refusing redirect of {what} to non-HTTPS {next_url}")
+                    if _origin(next_url) != origin:
+                        target = urlsplit(next_url)
+                        if target.scheme != "https":
+                            raise RegistryError(f"{host.registry}: refusing redirect of {what} to non-HTTPS {next_url}")
+                        if not self._host_allowed(target.netloc):
+                            raise RegistryError(
+                                f"{host.registry}: refusing redirect of {what} to {target.netloc}, which is not in "
+                                "registries.allow or registries.hosts"
+                            )
                     url = next_url
                     continue
                 if method == "HEAD" or resp.status >= 300:
@@ -593,7 +600,6 @@ class RegistryClient:
         if artifact_types is not None and len(artifact_types) == 1:
             path += "?" + urlencode({"artifactType": next(iter(artifact_types))})
         url = f"{host.base_url}{path}"
-        origin = urlsplit(host.base_url).netloc
         found: list[Descriptor] = []
         for page in range(self.limits.max_referrer_pages):
             what = f"referrers of {ref.name}@{subject_digest} (page {page + 1})"
@@ -614,11 +620,14 @@ class RegistryClient:
             # Filtering here is a no-op when the registry applied the filter (OCI-Filters-Applied) and
             # required when it did not, or when several types were asked for and no filter was sent.
             found.extend(_of_types(parse_index_descriptors(resp.body, what), artifact_types))
+            if len(found) >= self.limits.max_referrers:
+                log.warning("referrers_capped", subject=f"{ref.name}@{subject_digest}", cap=self.limits.max_referrers)
+                return found[: self.limits.max_referrers]
             next_url = _next_link(resp.headers.get("Link"), resp.url)
             if next_url is None:
                 return found
-            if urlsplit(next_url).netloc != origin:
-                raise RegistryError(f"{what}: Link to another host {urlsplit(next_url).netloc} refused")
+            if _origin(next_url) != _origin(host.base_url):
+                raise RegistryError(f"{what}: Link to another origin {_origin(next_url)} refused")
             url = next_url
         log.warning(
             "referrers_truncated",
@@ -693,6 +702,11 @@ def _next_link(header: str | None, base: str) -> str | None:
         if 'rel="next"' in params or "rel=next" in params:
             return urljoin(base, target)
     return None
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
 
 
 def _of_types(descriptors: list[Descriptor], artifact_types: frozenset[str] | None) -> list[Descriptor]:

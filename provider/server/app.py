@@ -148,7 +148,10 @@ async def handle_verify(request: web.Request) -> web.Response:
     budget = config.server.verify_deadline
     endpoint = "verify"
     try:
-        req = await _read_request(request, config)
+        async with asyncio.timeout(budget):
+            req = await _read_request(request, config)
+    except TimeoutError:
+        return _rejected(endpoint, started, RequestInvalidError("the request body did not arrive before the deadline"))
     except RequestInvalidError as exc:
         return _rejected(endpoint, started, exc)
     key_times: dict[str, float] = {}
@@ -220,7 +223,10 @@ async def handle_mutate(request: web.Request) -> web.Response:
     budget = config.server.mutate_deadline
     endpoint = "mutate"
     try:
-        req = await _read_request(request, config)
+        async with asyncio.timeout(budget):
+            req = await _read_request(request, config)
+    except TimeoutError:
+        return _rejected(endpoint, started, RequestInvalidError("the request body did not arrive before the deadline"))
     except RequestInvalidError as exc:
         return _rejected(endpoint, started, exc)
 
@@ -322,7 +328,6 @@ def reload_once(state: ServerState) -> bool:
         if state.tls is not None:
             state.tls.maybe_reload(state.config.server.tls)
         return False
-    state.last_reload_error = []
     swapped = False
     if new.generation != state.config.generation:
         old = state.config
@@ -330,12 +335,19 @@ def reload_once(state: ServerState) -> bool:
         changed = [name for name in fixed if getattr(old.server, name) != getattr(new.server, name)]
         if changed:
             log.warning("config_reload_needs_restart", settings=[f"server.{camel(n)}" for n in changed])
-        state.engine.swap(new)
+        try:
+            state.engine.swap(new)
+        except Exception as exc:  # building verifiers/stores from a valid file failed: keep serving the old one
+            state.last_reload_error = [f"cannot apply the new configuration: {type(exc).__name__}: {exc}"]
+            log.exception("config_reload_failed", kept_generation=old.generation)
+            metrics.CONFIG_RELOADS.labels("rejected").inc()
+            return False
         metrics.CONFIG_GENERATION.clear()
         metrics.CONFIG_GENERATION.labels(new.generation).set(1)
         metrics.CONFIG_RELOADS.labels("applied").inc()
         log.info("config_reloaded", generation=new.generation, previous=old.generation)
         swapped = True
+    state.last_reload_error = []
     if state.tls is not None:
         state.tls.maybe_reload(new.server.tls)
     return swapped

@@ -27,8 +27,8 @@ def parse_request(body: bytes, max_keys: int) -> ProviderRequest:
         raise RequestInvalidError("body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise RequestInvalidError(f"body is not JSON: {exc.msg} at position {exc.pos}") from None
-    except RecursionError:
-        raise RequestInvalidError("body is nested too deeply") from None
+    except (RecursionError, ValueError) as exc:
+        raise RequestInvalidError(f"body cannot be decoded: {type(exc).__name__}") from None
     if not isinstance(doc, dict):
         raise RequestInvalidError("body is not a JSON object")
     api_version = doc.get("apiVersion")

@@ -75,6 +75,7 @@ class ReloadingTLS:
     def __init__(self, cfg: TLSConfig) -> None:
         self._cfg = cfg
         self._current = _Loaded(build_server_context(cfg), _fingerprint(cfg))
+        self._rejected: str | None = None
         self.listening_context = build_server_context(cfg)
         self.listening_context.sni_callback = self._select
         if cfg.client_auth == "disabled":
@@ -90,16 +91,25 @@ class ReloadingTLS:
     def maybe_reload(self, cfg: TLSConfig) -> bool:
         """Rebuild when settings or file contents changed; keep the old context if the new one fails."""
         fingerprint = _fingerprint(cfg)
-        if fingerprint == self._current.fingerprint:
+        if fingerprint in (self._current.fingerprint, self._rejected):
+            return False
+        self._rejected = fingerprint
+        if cfg.client_auth != self._cfg.client_auth:
+            # OpenSSL keeps the listening context's verify mode when the SNI callback swaps contexts, so a
+            # change of clientAuth would not take effect on live handshakes: refuse it until a restart.
+            log.error(
+                "tls_reload_rejected",
+                problems=[f"server.tls.clientAuth changed to {cfg.client_auth}: restart Referee to apply it"],
+                client_auth=self._cfg.client_auth,
+            )
             return False
         try:
             context = build_server_context(cfg)
         except ConfigError as exc:
             log.error("tls_reload_rejected", problems=exc.problems)
             return False
-        if cfg.client_auth == "disabled" and self._cfg.client_auth != "disabled":
-            log.warning("mtls_disabled", reason="server.tls.clientAuth is disabled: any client may call Referee")
         self._cfg = cfg
         self._current = _Loaded(context, fingerprint)
+        self._rejected = None
         log.info("tls_reloaded", client_auth=cfg.client_auth)
         return True

@@ -350,3 +350,42 @@ async def test_nested_signatures_are_verified_against_their_parent_artifact(
     ).verify_key(f"{proxy.host}/{repo}:v1")
     assert flat.verdict is not None
     assert all(a.nested == () for a in flat.verdict.artifacts)
+
+
+async def test_evidence_listed_for_another_image_is_never_accepted(
+    registry: RegistryProcess, signed_set: SignedSet, tmp_path: Path, engine_factory: Any
+) -> None:
+    """Anyone who can push can write image B's sha256-<hex> index: listing A's SBOM there must not count for B."""
+    repo = "paths/cross-subject"
+    image_a, image_b = make_image("cross-a"), make_image("cross-b")
+    push_image(registry.url, repo, "a", image_a)
+    push_image(registry.url, repo, "b", image_b)
+    spdx = json.dumps(
+        {"spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT", "name": "a",
+         "documentNamespace": "https://example.com/a", "creationInfo": {"created": "2026-01-01T00:00:00Z",
+         "creators": ["Tool: test"]}, "packages": []}
+    ).encode()  # fmt: skip
+    sbom, blobs = make_artifact_manifest(
+        image_a["descriptor"], "application/spdx+json", [("application/spdx+json", spdx, None)]
+    )
+    push_artifact(registry.url, repo, sbom, blobs)
+    push_fallback_index(registry.url, repo, image_a["digest"], [referrer_descriptor(sbom)])
+    push_fallback_index(registry.url, repo, image_b["digest"], [referrer_descriptor(sbom)])
+    config = write_config(
+        tmp_path / "referee.yaml",
+        {
+            "registries": {"allow": ["127.0.0.1:*"], "hosts": [{"host": registry.host, "plainHttp": True}]},
+            "verifiers": [{"name": "sbom", "type": "sbom"}],
+            "policy": {"type": "required-verifiers", "required": ["sbom"]},
+        },
+    )
+    engine = engine_factory(config)
+    genuine = await engine.verify_key(f"{registry.host}/{repo}:a")
+    assert genuine.verdict is not None
+    assert genuine.verdict.allowed, genuine.verdict.decision.reason
+    forged = await engine.verify_key(f"{registry.host}/{repo}:b")
+    assert forged.verdict is not None
+    assert not forged.verdict.allowed
+    [result] = forged.verdict.artifacts
+    assert result.error == "SUBJECT_MISMATCH"
+    assert f"its subject is {image_a['digest']}" in result.reason

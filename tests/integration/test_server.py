@@ -313,3 +313,33 @@ async def test_credentials_never_reach_the_logs(
     assert reg.password not in output
     assert "another-s3cret-pw" not in output
     assert "Authorization" not in output
+
+
+async def test_client_auth_cannot_be_switched_off_by_a_reload(signed_set: SignedSet, tmp_path: Path) -> None:
+    """OpenSSL keeps the listening context's verify mode across SNI swaps, so clientAuth changes need a restart:
+    the reload is refused and client certificates stay required."""
+    pki = Pki.create(tmp_path / "pki")
+    path = write_config(tmp_path / "c.yaml", cosign_config(signed_set, server_section(pki)))
+    body = json.dumps(provider_request([signed_set.ref("signed")])).encode()
+    async with running_referee(path, pki) as referee:
+        url = referee.url + "/verify"
+        off = cosign_config(
+            signed_set,
+            server_section(
+                pki, tls={"certFile": str(pki.server_cert), "keyFile": str(pki.server_key), "clientAuth": "disabled"}
+            ),
+        )
+        off["cache"] = {"verdictTtl": "1s"}
+        write_config(path, off)
+
+        async def reloaded() -> bool:
+            return referee.server.state.config.cache.verdict_ttl == 1.0
+
+        await _wait_for(reloaded)
+        await asyncio.sleep(0.3)
+        assert referee.server.state.tls is not None
+        assert referee.server.state.tls.config.client_auth == "require"
+        with pytest.raises(CONNECTION_ERRORS):
+            await _raw_post(url, pki.client_context(present_cert=False), body)
+        served = await _raw_post(url, pki.client_context(), body)
+        assert items_by_key(served)[signed_set.ref("signed")]["value"]["allowed"] is True

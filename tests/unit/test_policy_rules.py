@@ -332,9 +332,14 @@ def test_match_every_requires_each_judged_artifact_to_count() -> None:
     signed = _r("vex", 1, artifact_type="application/vnd.openvex+json", nested=(sig_ok,))
     unsigned = _r("vex", 2, artifact_type="application/vnd.openvex+json")
     rule = _rule("vex-signed", ("vex",), match="every", min_count=0, nested_verifiers=("cosign-ci",))
-    assert _decide([rule], []).allowed is True
-    assert _decide([rule], [signed]).allowed is True
-    mixed = _decide([rule], [signed, unsigned])
+    image_signed = _rule("signed", ("cosign-ci",))
+    signature = _r("cosign-ci", 91)
+    assert _decide([image_signed, rule], [signature]).allowed is True
+    assert _decide([image_signed, rule], [signature, signed]).allowed is True
+    only_zero = _decide([rule], [])
+    assert only_zero.allowed is False
+    assert "require no evidence (minCount 0)" in only_zero.reason
+    mixed = _decide([image_signed, rule], [signature, signed, unsigned])
     assert mixed.allowed is False
     assert "rule vex-signed: 1 of 2 artifacts from vex do not count" in mixed.reason
     assert "not verified by cosign-ci" in mixed.reason

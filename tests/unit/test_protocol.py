@@ -203,3 +203,10 @@ def test_pinned_value_is_a_fixed_point(key: str, keep_tag: bool) -> None:
     assert _pinned_value(once, DIGEST, keep_tag) == once
     assert once.endswith(f"@{DIGEST}")
     assert once.count("@") == 1
+
+
+def test_oversized_integers_are_a_request_error() -> None:
+    body = b'{"apiVersion": "externaldata.gatekeeper.sh/v1beta1", "kind": "ProviderRequest", "x": ' + b"1" * 5000 + b"}"
+    with pytest.raises(RequestInvalidError) as exc:
+        parse_request(body, 10)
+    assert "cannot be decoded" in exc.value.message
