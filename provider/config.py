@@ -404,6 +404,18 @@ def _parse_policy(node: Node, verifier_names: frozenset[str]) -> PolicySpec:
     return PolicySpec(type=type_name, params=params)
 
 
+def _cross_check(problems: Problems, verifiers: list[VerifierSpec], policy: PolicySpec) -> None:
+    """Checks that need the whole configuration: a verifier plug-in may define
+    ``check_configuration(spec, verifiers, policy) -> list[str]`` (problems under ``verifiers[i]``)."""
+    for i, spec in enumerate(verifiers):
+        plugin = verifier_types.get(spec.type)
+        check = getattr(plugin, "check_configuration", None)
+        if check is None:
+            continue
+        for problem in check(spec, tuple(verifiers), policy):
+            problems.add(f"verifiers[{i}]", problem)
+
+
 def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str | None = None) -> Config:
     """Parse a loaded YAML document; raise :class:`ConfigError` listing every problem."""
     from provider import registrations
@@ -425,6 +437,7 @@ def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str
     cache = _parse_cache(root.node("cache"))
     limits = _parse_limits(root.node("limits"))
     root.finish()
+    _cross_check(problems, verifiers, policy)
     if problems.items:
         raise ConfigError(problems.items)
     return Config(

@@ -31,6 +31,7 @@ from provider.metadata.sarif import SEVERITY_SOURCES, UNKNOWN, VulnReport, canon
 from provider.metadata.vex import VexDocument, VexIndex, parse_openvex
 from provider.metadata.vulnpolicy import CveException, ReportPolicy, check_age, evaluate_report, parse_exception
 from provider.oci import Descriptor, Manifest
+from provider.policies.base import PolicySpec
 from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
 from provider.verifiers.sbom import load_document
 
@@ -70,7 +71,7 @@ class VulnReportVerifier:
         self.name = spec.name
         self.params: VulnReportParams = spec.params
         self.vex_types = self.params.vex_types if self.params.vex_enabled else frozenset()
-        self.artifact_types = spec.artifact_types - self.vex_types
+        self.artifact_types = spec.artifact_types - self.params.vex_types
 
     def can_verify(self, artifact: Descriptor) -> bool:
         return artifact.artifact_type in self.artifact_types
@@ -136,7 +137,11 @@ class VulnReportVerifier:
             try:
                 manifest = await request.content.fetch_manifest(descriptor)
                 raw, _ = await load_document(request, manifest, self.vex_types, "the VEX document")
-                documents.append(parse_openvex(raw, source=descriptor.digest))
+                document = parse_openvex(raw, source=descriptor.digest)
+                if document.problems:
+                    errors.append(f"{descriptor.digest[:19]}: not used: {'; '.join(document.problems)}")
+                    continue
+                documents.append(document)
             except ProviderError as exc:
                 if exc.transient:
                     raise
@@ -240,7 +245,7 @@ class VulnReportPlugin:
                 node.error(f"unknown severity source {s!r}; known: {', '.join(SEVERITY_SOURCES)}", "severity_sources")
         maximum_age = node.duration("maximum_age", 0.0, minimum=1.0) if node.has("maximum_age") else None
         vex = node.node("vex")
-        vex_enabled = vex.flag("enabled", True)
+        vex_enabled = vex.flag("enabled", False)
         vex_types = frozenset(vex.str_list("artifact_types", DEFAULT_VEX_TYPES))
         vex.finish()
         listed = node.raw("artifact_types")
@@ -266,3 +271,23 @@ class VulnReportPlugin:
 
     def create(self, spec: VerifierSpec) -> VulnReportVerifier:
         return VulnReportVerifier(spec)
+
+    def check_configuration(
+        self, spec: VerifierSpec, verifiers: tuple[VerifierSpec, ...], policy: PolicySpec
+    ) -> list[str]:
+        """VEX is a bypass: reading it is allowed only when the policy requires every VEX document to carry a
+        verified signature of its own (a ``rules`` rule with ``match: every`` and ``nested`` over a ``vex``
+        verifier that sees the same artifact types)."""
+        params: VulnReportParams = spec.params
+        if not params.vex_enabled:
+            return []
+        vex_verifiers = {v.name for v in verifiers if v.type == "vex" and params.vex_types <= v.artifact_types}
+        rules = getattr(policy.params, "rules", ()) if policy.type == "rules" else ()
+        for rule in rules:
+            if rule.match == "every" and rule.nested_verifiers and set(rule.verifiers) & vex_verifiers:
+                return []
+        return [
+            "vex.enabled: VEX documents suppress findings, so each must be signed: configure a `vex` verifier "
+            f"for {', '.join(sorted(params.vex_types))} and a rules-policy rule over it with match: every and "
+            "nested verifiers (docs/metadata.md), or set vex.enabled: false"
+        ]

@@ -206,6 +206,12 @@ max_severity := param("maxSeverity", "")
 
 allowed_builder_ids := param("allowedBuilderIds", [])
 
+# Evidence counts only from a verdict Referee allowed (its policy may require signed reports, signed VEX, …).
+require_allowed := param("requireAllowed", true)
+
+# Optionally: an artifact counts only when one of its nested results (its own signature) succeeded with one of these.
+require_nested_verifiers := param("requireNestedVerifiers", [])
+
 has_requirement if count(required_verifiers) > 0
 
 has_requirement if count(required_predicate_types) > 0
@@ -225,11 +231,32 @@ has_error(artifact) if {
   error != ""
 }
 
+nested_ok(artifact) if count(require_nested_verifiers) == 0
+
+nested_ok(artifact) if {
+  some nested in object.get(artifact, "nested", [])
+  nested.succeeded == true
+  not has_error(nested)
+  nested.verifier in require_nested_verifiers
+}
+
 evidence(verdict) := [artifact |
   some artifact in artifacts(verdict)
   artifact.succeeded == true
   not has_error(artifact)
+  nested_ok(artifact)
 ]
+
+verdict_allowed(verdict) if verdict.allowed == true
+
+problems contains {"image": key, "msg": msg} if {
+  require_allowed == true
+  some [key, verdict] in verdicts
+  not verdict_allowed(verdict)
+  msg := sprintf("image %v: Referee denied it (%v); evidence from a denied verdict does not count", [
+    key, object.get(verdict, "reason", "no reason"),
+  ])
+}
 
 short(artifact) := substring(artifact.digest, 0, 19) if is_string(artifact.digest) else := "(no digest)"
 
@@ -306,14 +333,23 @@ problems contains {"image": key, "msg": msg} if {
   ])
 }
 
+# highestSeverity names the highest *known* severity; findings without a rating are counted separately.
+unknown_findings(report) := n if {
+  n := report.details.severityCounts.UNKNOWN
+  is_number(n)
+} else := 0
+
+report_rank(report) := max({rank(report.details.highestSeverity), rank("UNKNOWN")}) if {
+  unknown_findings(report) > 0
+} else := rank(report.details.highestSeverity)
+
 problems contains {"image": key, "msg": msg} if {
   max_severity != ""
   some [key, verdict] in verdicts
   some report in severity_reports(verdict)
-  severity := report.details.highestSeverity
-  rank(severity) > rank(max_severity)
-  msg := sprintf("image %v: vulnerability report %v has highest severity %v, above the allowed %v", [
-    key, short(report), severity, max_severity,
+  report_rank(report) > rank(max_severity)
+  msg := sprintf("image %v: vulnerability report %v has highest severity %v (%v without a rating), above the allowed %v", [
+    key, short(report), report.details.highestSeverity, unknown_findings(report), max_severity,
   ])
 }
 

@@ -94,13 +94,45 @@ test_artifacts_with_an_error_are_not_evidence if {
   count(v) == 1
 }
 
-test_the_allowed_flag_is_not_this_templates_business if {
+test_evidence_from_a_denied_verdict_does_not_count if {
+  denied := object.union(verdict(false, [signature]), {"reason": "rule signed-scan: unsigned report"})
+  mock := {"responses": [["reg/app:1", denied]], "errors": [], "status_code": 0, "system_error": ""}
+  v := t.violation with input as run(app, {"requiredVerifiers": ["cosign-ci"]}) with external_data as mock
+  msgs(v) == {concat("", [
+    "image reg/app:1: Referee denied it (rule signed-scan: unsigned report); ",
+    "evidence from a denied verdict does not count",
+  ])}
+}
+
+test_require_allowed_can_be_turned_off if {
   mock := {
     "responses": [["reg/app:1", verdict(false, [signature])]],
     "errors": [], "status_code": 0, "system_error": "",
   }
-  v := t.violation with input as run(app, {"requiredVerifiers": ["cosign-ci"]}) with external_data as mock
+  parameters := {"requiredVerifiers": ["cosign-ci"], "requireAllowed": false}
+  v := t.violation with input as run(app, parameters) with external_data as mock
   count(v) == 0
+}
+
+test_required_nested_signature if {
+  signed_scan := object.union(scan(6, "LOW"), {"nested": [artifact(9, "cosign-scanner", true, {})]})
+  parameters := {"maxSeverity": "HIGH", "requireNestedVerifiers": ["cosign-scanner"]}
+  ok := t.violation with input as run(app, parameters) with external_data as one([signed_scan])
+  count(ok) == 0
+  unsigned := t.violation with input as run(app, parameters) with external_data as one([scan(6, "LOW")])
+  msgs(unsigned) == {"image reg/app:1: no verified vulnerability report (maxSeverity HIGH; rejected: sha256:000000000000: ok)"}
+}
+
+test_unknown_findings_are_not_hidden_by_a_known_severity if {
+  mixed := artifact(6, "vulns", true, {"highestSeverity": "LOW", "severityCounts": {"LOW": 1, "UNKNOWN": 2}})
+  v := t.violation with input as run(app, {"maxSeverity": "LOW"}) with external_data as one([mixed])
+  msgs(v) == {concat("", [
+    "image reg/app:1: vulnerability report sha256:000000000000 has highest severity LOW ",
+    "(2 without a rating), above the allowed LOW",
+  ])}
+  relaxed := t.violation with input as run(app, {"maxSeverity": "LOW", "unknownSeverityAs": "LOW"})
+    with external_data as one([mixed])
+  count(relaxed) == 0
 }
 
 # -- attestation predicate types ------------------------------------------------------------------------------------
@@ -128,8 +160,8 @@ test_severity_above_the_maximum_denies if {
   v := t.violation with input as run(app, {"maxSeverity": "HIGH"})
     with external_data as one([scan(6, "LOW"), scan(7, "CRITICAL")])
   msgs(v) == {concat("", [
-    "image reg/app:1: vulnerability report sha256:000000000000 has highest severity CRITICAL, ",
-    "above the allowed HIGH",
+    "image reg/app:1: vulnerability report sha256:000000000000 has highest severity CRITICAL ",
+    "(0 without a rating), above the allowed HIGH",
   ])}
 }
 

@@ -164,7 +164,13 @@ def _config(tmp_path: Path, registry: RegistryProcess, key_file: Path, pki: Pki)
         "verifiers": [
             {"name": "cosign-ci", "type": "cosign", "keys": [str(key_file)]},
             {"name": "sbom", "type": "sbom", "disallowedLicenses": ["AGPL-3.0-only", "SSPL-1.0"]},
-            {"name": "vuln", "type": "vulnerability-report", "maxSeverity": "MEDIUM", "maximumAge": "168h"},
+            {
+                "name": "vuln",
+                "type": "vulnerability-report",
+                "maxSeverity": "MEDIUM",
+                "maximumAge": "168h",
+                "vex": {"enabled": True},
+            },
             {"name": "vex", "type": "vex"},
         ],
         "policy": {

@@ -55,9 +55,33 @@ class Store:
         return Descriptor(mt.OCI_MANIFEST, sha256_digest(manifest), len(manifest), artifact_type, annotations or {})
 
 
-def _verifier(tmp_path: Path, spec: dict[str, Any]) -> Verifier:
+COSIGN_KEY = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+# Reading VEX needs a policy that requires every VEX document to be signed (checked at configuration time).
+VEX_SIGNED = {
+    "extra_verifiers": [{"name": "sig", "type": "cosign", "keys": [COSIGN_KEY]}, {"name": "vexdocs", "type": "vex"}],
+    "policy": {
+        "type": "rules",
+        "rules": [
+            {"name": "report", "verifiers": ["v"]},
+            {"name": "vex-signed", "verifiers": ["vexdocs"], "match": "every", "minCount": 0,
+             "nested": {"verifiers": ["sig"]}},
+        ],
+    },
+}  # fmt: skip
+
+
+def _verifier(tmp_path: Path, spec: dict[str, Any], with_vex_policy: bool = False) -> Verifier:
     path = tmp_path / "referee.yaml"
-    path.write_text(json.dumps({"verifiers": [{"name": "v", **spec}]}))
+    doc: dict[str, Any] = {"verifiers": [{"name": "v", **spec}]}
+    if with_vex_policy:
+        doc["verifiers"] += VEX_SIGNED["extra_verifiers"]
+        doc["policy"] = VEX_SIGNED["policy"]
+    path.write_text(json.dumps(doc))
     vspec = load_config(path).verifiers[0]
     plugin = registry.get(vspec.type)
     assert plugin is not None
@@ -99,6 +123,7 @@ def test_configuration_problems_are_reported_with_paths(tmp_path: Path) -> None:
             "deniedVulnerabilities": ["CVE-2024-1"],
             "exceptions": [{"id": "cve-2024-1", "expires": "2026-01-01"}, {"id": "CVE-2", "expires": "soon"}],
             "severitySources": ["tags", "vibes"],
+            "vex": {"enabled": True},
         },
     )
     assert "verifiers[0].maxSeverity: must be one of CRITICAL, HIGH" in problems
@@ -169,7 +194,9 @@ async def test_report_for_another_image_and_unreadable_documents(tmp_path: Path)
 
 
 async def test_vex_siblings_are_read_but_not_claimed(tmp_path: Path) -> None:
-    verifier = _verifier(tmp_path, {"type": "vulnerability-report", "maxSeverity": "MEDIUM"})
+    verifier = _verifier(
+        tmp_path, {"type": "vulnerability-report", "maxSeverity": "MEDIUM", "vex": {"enabled": True}}, True
+    )
     store = Store()
     report = store.add(mt.SARIF_JSON, _sarif("CVE-2024-7", "CRITICAL"))
     statement = {
@@ -259,3 +286,17 @@ def test_the_documented_configuration_loads(tmp_path: Path) -> None:
     vulns = config.verifiers[2].params
     assert vulns.policy.max_severity == "MEDIUM" and vulns.maximum_age == 168 * 3600
     assert vulns.policy.exceptions[0].expires == datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def test_vex_needs_a_policy_that_requires_signed_vex(tmp_path: Path) -> None:
+    path = tmp_path / "referee.yaml"
+    vuln = {"name": "v", "type": "vulnerability-report", "vex": {"enabled": True}}
+    path.write_text(json.dumps({"verifiers": [vuln], "policy": {"type": "required-verifiers", "required": ["v"]}}))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == [
+        "verifiers[0]: vex.enabled: VEX documents suppress findings, so each must be signed: configure a `vex` "
+        "verifier for application/openvex+json, application/vnd.openvex+json and a rules-policy rule over it with "
+        "match: every and nested verifiers (docs/metadata.md), or set vex.enabled: false"
+    ]
+    assert _verifier(tmp_path, {"type": "vulnerability-report", "vex": {"enabled": True}}, True) is not None
