@@ -48,11 +48,11 @@ def parse_rfc3339(value: object) -> datetime | None:
         parsed = datetime.fromisoformat(
             f"{m.group('date')}T{m.group('h')}:{m.group('m')}:{59 if leap else second:02d}.{frac}"
         ).replace(tzinfo=offset)
-    except ValueError:
+        if leap:
+            parsed += timedelta(seconds=1)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if leap:
-        parsed += timedelta(seconds=1)
-    return parsed.astimezone(UTC)
 
 
 def parse_expiry(value: object) -> datetime | None:
@@ -63,10 +63,9 @@ def parse_expiry(value: object) -> datetime | None:
         value = value.isoformat()
     if isinstance(value, str) and _DATE.match(value.strip()):
         try:
-            day = datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
-        except ValueError:
+            return datetime.fromisoformat(value.strip()).replace(tzinfo=UTC) + timedelta(days=1)
+        except (ValueError, OverflowError):
             return None
-        return day + timedelta(days=1)
     return parse_rfc3339(value)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from provider.metadata.common import MetadataError, items, mapping, parse_rfc3339, text, unwrap_statement
 from provider.metadata.licenses import LicenseDenyList, LicenseExpression, license_name, parse_license_expression
-from provider.metadata.purl import PackageURL, parse_purl, purl_matches
+from provider.metadata.purl import PackageURL, parse_purl, purl_matches, versions_equal
 from provider.metadata.versions import VersionRange, parse_range
 
 SPDX = "spdx"
@@ -225,7 +225,11 @@ class PackageRule:
         version = (candidate.version if candidate else None) or package.version
         if self.purl is not None:
             if candidate is not None:
-                if not purl_matches(self.purl, candidate, compare_version=self.versions is None):
+                if not purl_matches(self.purl, candidate, compare_version=False):
+                    return False
+                exact = self.purl.version if self.versions is None else None
+                # The candidate's version: its purl's, else the package's own (an SBOM may omit it from the purl).
+                if exact is not None and version is not None and not versions_equal(exact, version):
                     return False
             else:
                 exact = self.purl.version if self.versions is None else None

@@ -163,9 +163,17 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def _validity(obj: object) -> Validity:
+    """``validFor``: ``start`` is required and ``end`` must parse when present — a malformed bound is an error,
+    never an unbounded validity (sigstore-conformance ``trust-root-*-missing-validity-start_fail``)."""
     if not isinstance(obj, dict):
-        return Validity()
-    return Validity(_parse_time(obj.get("start")), _parse_time(obj.get("end")))
+        raise ValueError("validFor is missing")
+    start = _parse_time(obj.get("start"))
+    if start is None:
+        raise ValueError(f"validFor.start is missing or not a timestamp: {obj.get('start')!r}")
+    end = _parse_time(obj.get("end"))
+    if obj.get("end") is not None and end is None:
+        raise ValueError(f"validFor.end is not a timestamp: {obj.get('end')!r}")
+    return Validity(start, end)
 
 
 def _load_der_key(data: bytes) -> PublicKey:
@@ -196,9 +204,10 @@ def parse_trusted_root(data: bytes) -> TrustMaterial:
                 pub = _load_der_key(der)
                 raw_id = (item.get("logId") or {}).get("keyId")
                 log_id = base64.b64decode(raw_id) if raw_id else hashlib.sha256(der).digest()
+                validity = _validity(public.get("validFor"))
             except (KeyError, TypeError, ValueError, binascii.Error) as exc:
                 raise ValueError(f"{key}[{i}]: {exc}") from None
-            out[log_id] = LogKey(log_id, pub, _validity(public.get("validFor")))
+            out[log_id] = LogKey(log_id, pub, validity)
         return out
 
     def authorities(key: str) -> tuple[Authority, ...]:
@@ -209,10 +218,11 @@ def parse_trusted_root(data: bytes) -> TrustMaterial:
                     x509.load_der_x509_certificate(base64.b64decode(c["rawBytes"]))
                     for c in item["certChain"]["certificates"]
                 )
+                validity = _validity(item.get("validFor"))
             except (KeyError, TypeError, ValueError, binascii.Error) as exc:
                 raise ValueError(f"{key}[{i}]: {exc}") from None
             if certs:
-                out.append(Authority(certs, _validity(item.get("validFor"))))
+                out.append(Authority(certs, validity))
         return tuple(out)
 
     return TrustMaterial(

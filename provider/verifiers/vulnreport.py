@@ -17,8 +17,9 @@ VEX documents are listed because their types are among this verifier's artifact 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -28,7 +29,7 @@ from provider.confignode import Node
 from provider.errors import ProviderError
 from provider.metadata.common import MetadataError, iso, parse_rfc3339
 from provider.metadata.sarif import SEVERITY_SOURCES, UNKNOWN, VulnReport, canonical_id, parse_report, severity_word
-from provider.metadata.vex import VexDocument, VexIndex, parse_openvex
+from provider.metadata.vex import VexDocument, VexIndex, VexStatement, parse_openvex
 from provider.metadata.vulnpolicy import CveException, ReportPolicy, check_age, evaluate_report, parse_exception
 from provider.oci import Descriptor, Manifest
 from provider.policies.base import PolicySpec
@@ -141,7 +142,7 @@ class VulnReportVerifier:
                 if document.problems:
                     errors.append(f"{descriptor.digest[:19]}: not used: {'; '.join(document.problems)}")
                     continue
-                documents.append(document)
+                documents.append(self._present(document, request.now, errors))
             except ProviderError as exc:
                 if exc.transient:
                     raise
@@ -153,6 +154,20 @@ class VulnReportVerifier:
         if errors:
             log.info("vex_documents_skipped", artifact=request.artifact.digest, errors=errors[:5])
         return documents, errors
+
+    def _present(self, document: VexDocument, now: datetime, errors: list[str]) -> VexDocument:
+        """Statements dated in the future (beyond ``futureSkew``) would outrank every real one: drop them."""
+        limit = now + timedelta(seconds=self.params.future_skew)
+        if document.timestamp is not None and document.timestamp > limit:
+            errors.append(f"{str(document.source)[:19]}: not used: dated {iso(document.timestamp)}, in the future")
+            return dataclasses.replace(document, statements=())
+        kept: list[VexStatement] = []
+        for statement in document.statements:
+            if statement.timestamp is not None and statement.timestamp > limit:
+                errors.append(f"{str(document.source)[:19]}: statements[{statement.index}] dated in the future")
+            else:
+                kept.append(statement)
+        return dataclasses.replace(document, statements=tuple(kept))
 
     # -- judging ------------------------------------------------------------------------------------------------
 

@@ -643,7 +643,7 @@ def test_providers_and_assigns_cover_every_pod_spec_location() -> None:
     paths = {"Pod": "spec", "CronJob": "spec.jobTemplate.spec.template.spec"}
     expected = {
         (kind, paths.get(kind, "spec.template.spec"), field)
-        for kind in ("Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
+        for kind in WORKLOADS
         for field in ("containers", "initContainers", "ephemeralContainers")
     }
     assert covered == expected

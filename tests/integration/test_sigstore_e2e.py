@@ -27,6 +27,7 @@ from tests.support.content import (
     push_image,
     referrer_descriptor,
 )
+from tests.support.paths import VECTORS as SHARED_VECTORS
 from tests.support.referee import Pki, items_by_key, running_referee, server_section, write_config
 from tests.support.referrers_proxy import ReferrersProxy
 from tests.support.registry import RegistryProcess
@@ -39,7 +40,7 @@ from tests.support.sigstore_sign import (
     statement,
 )
 
-COSIGN_VECTORS = Path("/work/shared/vectors/cosign")
+COSIGN_VECTORS = SHARED_VECTORS / "cosign"
 PINNED = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 IDENTITY = {"identity": "https://ci.example/workflows/release@refs/heads/main", "issuer": "https://issuer.example"}
 BUILDER = "https://github.com/org/builder/.github/workflows/build.yml@refs/tags/v2.0.0"

@@ -23,8 +23,9 @@ from provider.config import (
 )
 from provider.confignode import Secret
 from provider.errors import ConfigError
+from tests.support.paths import VECTORS as SHARED_VECTORS
 
-KEYS = Path("/work/shared/vectors/cosign/keys")
+KEYS = SHARED_VECTORS / "cosign" / "keys"
 
 FULL = """\
 apiVersion: referee.dev/v1alpha1

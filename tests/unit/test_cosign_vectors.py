@@ -22,8 +22,9 @@ from provider.oci import Descriptor, Manifest, parse_manifest
 from provider.reference import compute_digest, parse_reference, verify_digest
 from provider.verifiers.base import Subject, VerificationRequest, VerifierResult, verifier_types
 from provider.verifiers.cosign import CosignVerifier
+from tests.support.paths import VECTORS as SHARED_VECTORS
 
-VECTORS = Path("/work/shared/vectors/cosign")
+VECTORS = SHARED_VECTORS / "cosign"
 KEYS = VECTORS / "keys"
 COSIGN_PUB = KEYS / "cosign.pub"
 COSIGN2_PUB = KEYS / "cosign2.pub"

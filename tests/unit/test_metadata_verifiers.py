@@ -300,3 +300,47 @@ def test_vex_needs_a_policy_that_requires_signed_vex(tmp_path: Path) -> None:
         "match: every and nested verifiers (docs/metadata.md), or set vex.enabled: false"
     ]
     assert _verifier(tmp_path, {"type": "vulnerability-report", "vex": {"enabled": True}}, True) is not None
+
+
+# -- review findings: each asserts the fixed behaviour ----------------------------------------------------------
+
+
+def test_dates_at_the_edges_of_the_calendar_are_unreadable_not_crashes() -> None:
+    from provider.metadata.common import parse_expiry, parse_rfc3339
+
+    for value in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:30:00+01:00", "9999-12-31T23:59:60Z"):
+        assert parse_rfc3339(value) is None
+    assert parse_expiry("9999-12-31") is None
+
+
+def test_exact_purl_version_matches_the_packages_own_version() -> None:
+    from provider.metadata.sbom import SbomPolicy, evaluate_sbom, parse_sbom
+
+    policy = SbomPolicy.of(packages=["pkg:npm/event-stream@3.3.6"])
+    ref = {"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": "pkg:npm/event-stream"}
+    doc = {"spdxVersion": "SPDX-2.3", "SPDXID": "SPDXRef-DOCUMENT"}
+    bad = parse_sbom({**doc, "packages": [{"name": "event-stream", "versionInfo": "3.3.6", "externalRefs": [ref]}]})
+    assert not evaluate_sbom(bad, policy).passed
+    fine = parse_sbom({**doc, "packages": [{"name": "event-stream", "versionInfo": "3.3.7", "externalRefs": [ref]}]})
+    assert evaluate_sbom(fine, policy).passed
+
+
+async def test_future_dated_and_invalid_vex_documents_are_not_used(tmp_path: Path) -> None:
+    spec = {"type": "vulnerability-report", "maxSeverity": "MEDIUM", "vex": {"enabled": True}}
+    verifier = _verifier(tmp_path, spec, True)
+    store = Store()
+    report = store.add(mt.SARIF_JSON, _sarif("CVE-2024-9999", "CRITICAL"), _stamp(timedelta(hours=1)))
+    product = [{"@id": IMAGE["digest"]}]
+    base = {"@context": "https://openvex.dev/ns/v0.2.0", "@id": "x", "author": "a", "version": 1}
+    future = {**base, "timestamp": "2099-01-01T00:00:00Z", "statements": [{"vulnerability": {"name": "CVE-2024-9999"},
+              "products": product, "status": "not_affected", "justification": "component_not_present"}]}  # fmt: skip
+    invalid = {"@context": "https://openvex.dev/ns/v0.2.0", "statements": [{"vulnerability": {"name": "CVE-2024-9999"},
+               "products": product, "status": "fixed"}]}  # fmt: skip
+    overflow = {**base, "timestamp": "9999-12-31T23:59:59-01:00", "statements": []}
+    docs = [store.add(mt.OPENVEX_JSON, json.dumps(d).encode()) for d in (future, invalid, overflow)]
+    result = await _run(verifier, store, report, [report, *docs])
+    assert not result.succeeded
+    assert result.details["suppressions"] == []
+    errors = " ".join(result.details["vexErrors"])
+    assert "in the future" in errors
+    assert "not used" in errors

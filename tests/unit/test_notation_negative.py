@@ -697,3 +697,27 @@ async def test_unreachable_responder_is_undecided_not_a_cached_denial(tmp_path: 
     refused = await check(tmp_path, pki, envelope, JWS, revocation={"mode": "online", "allow": ["other.example"]})
     assert not refused.succeeded
     assert "host not in revocation.allow" in refused.reason
+
+
+@pytest.mark.parametrize("level", ["strict", "permissive"])
+async def test_absurd_timestamp_accuracy_is_a_timestamp_failure_not_a_crash(tmp_path: Path, level: str) -> None:
+    """The countersignature header is unsigned: a token claiming 10**30 s of accuracy must fail the timestamp
+    check (enforced under strict, logged under permissive), never crash the verifier."""
+    pki = ns.TestPki.create("acc", not_after=ns.EPOCH + dt.timedelta(days=365))
+    tsa = ns.TestTsa.create()
+    envelope = sign(ns.sign_jws, pki)
+    token = tsa.token(ns.jws_signature_bytes(envelope), ns.EPOCH + dt.timedelta(days=31), accuracy_seconds=10**30)
+    stamped = ns.add_timestamp(envelope, token)
+    cfg = _tsa_config(tmp_path, pki, tsa)
+    cfg["trustPolicy"]["trustPolicies"][0]["signatureVerification"]["level"] = level
+    result = await verify(params(cfg), stamped, JWS, DESCRIPTOR)
+    assert "accuracy" in json.dumps(result.details) or "accuracy" in result.reason
+    assert result.succeeded is (level == "permissive")
+
+
+async def test_deeply_nested_payload_is_an_integrity_failure(tmp_path: Path, pki: ns.TestPki) -> None:
+    other = ns.TestPki.create("deep")
+    envelope = ns.sign_jws(b"[" * 100000 + b"]" * 100000, other.leaf.key, other.chain)
+    result = await verify(params(config(tmp_path, pki.root.cert, level="audit")), envelope, JWS, DESCRIPTOR)
+    assert not result.succeeded
+    assert "payload is not JSON" in result.reason

@@ -15,8 +15,9 @@ from provider.errors import ArtifactTooLargeError, DigestMismatchError, NotFound
 from provider.oci import Descriptor
 from provider.reference import ImageRef, parse_reference
 from provider.stores.oci_layout import OCILayoutStore
+from tests.support.paths import VECTORS as SHARED_VECTORS
 
-LAYOUT = Path("/work/shared/vectors/notation/oci-layouts/e2e-valid-signature")
+LAYOUT = SHARED_VECTORS / "notation" / "oci-layouts" / "e2e-valid-signature"
 IMAGE = "sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9"
 IMAGE_SIZE = 517
 SIGNATURE_MANIFEST_PREFIX = "sha256:90ceaff2"

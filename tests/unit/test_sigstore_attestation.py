@@ -16,6 +16,7 @@ from provider import mediatypes as mt
 from provider.verifiers.attestation import provenance_facts
 from provider.verifiers.keys import load_public_key
 from provider.verifiers.sigstore_common import Rejected, pae, parse_envelope, parse_statement, verify_signature
+from tests.support.paths import VECTORS as SHARED_VECTORS
 from tests.support.sigstore_sign import (
     FakeSigstore,
     MemorySource,
@@ -29,12 +30,12 @@ from tests.support.sigstore_sign import (
     statement,
 )
 
-DSSE = Path("/work/shared/vectors/dsse")
+DSSE = SHARED_VECTORS / "dsse"
 LINKS = DSSE / "in-toto-links"
 ATT = DSSE / "cosign-legacy-att"
 ATT_DIGEST = (ATT / "image-digest.txt").read_text().strip()
-COSIGN_KEYS = Path("/work/shared/vectors/cosign/keys")
-PUBLIC_GOOD = "/work/shared/vectors/sigstore-bundle/trusted_root.public-good.json"
+COSIGN_KEYS = SHARED_VECTORS / "cosign" / "keys"
+PUBLIC_GOOD = str(SHARED_VECTORS / "sigstore-bundle" / "trusted_root.public-good.json")
 GENERATOR = (
     "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_container_slsa3.yml"
     "@refs/tags/v1.10.0"

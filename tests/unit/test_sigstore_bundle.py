@@ -17,6 +17,7 @@ from provider.errors import ConfigError
 from provider.reference import parse_reference
 from provider.verifiers.sigstore_bundle import BundleChecker
 from provider.verifiers.sigstore_common import Rejected
+from tests.support.paths import VECTORS as SHARED_VECTORS
 from tests.support.sigstore_sign import (
     FakeSigstore,
     MemorySource,
@@ -28,7 +29,7 @@ from tests.support.sigstore_sign import (
     statement,
 )
 
-VECTORS = Path("/work/shared/vectors/sigstore-bundle")
+VECTORS = SHARED_VECTORS / "sigstore-bundle"
 CASES = VECTORS / "conformance"
 PUBLIC_GOOD = VECTORS / "trusted_root.public-good.json"
 BEACON = {
@@ -235,3 +236,21 @@ def test_unsupported_media_type_and_sha512_subject() -> None:
     with pytest.raises(Rejected) as info:
         checker.verify(raw, "sha512:" + "0" * 128, REF)
     assert "only sha256" in info.value.reason
+
+
+@pytest.mark.parametrize("damage", ["drop-start", "garble-start", "garble-end"])
+def test_a_trust_root_with_a_malformed_validity_is_refused(damage: str) -> None:
+    """A missing or unreadable bound must not become 'valid forever' (sigstore-conformance
+    trust-root-*-missing-validity-start_fail)."""
+    from provider.verifiers.sigstore_common import parse_trusted_root
+
+    root = json.loads((VECTORS / "trusted_root.public-good.json").read_text())
+    validity = root["tlogs"][0]["publicKey"]["validFor"]
+    if damage == "drop-start":
+        del validity["start"]
+    elif damage == "garble-start":
+        validity["start"] = "yesterday"
+    else:
+        validity["end"] = "tomorrow"
+    with pytest.raises(ValueError, match=r"tlogs\[0\]: validFor\.(start|end)"):
+        parse_trusted_root(json.dumps(root).encode())

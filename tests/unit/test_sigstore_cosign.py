@@ -14,6 +14,7 @@ import pytest
 
 from provider import mediatypes as mt
 from provider.errors import ConfigError
+from tests.support.paths import VECTORS as SHARED_VECTORS
 from tests.support.sigstore_sign import (
     PINNED_NOW,
     FakeSigstore,
@@ -24,12 +25,12 @@ from tests.support.sigstore_sign import (
     pem_cert,
 )
 
-VECTORS = Path("/work/shared/vectors/cosign")
+VECTORS = SHARED_VECTORS / "cosign"
 KEYS = VECTORS / "keys"
 COSIGN_PUB, COSIGN2_PUB, REKOR_PUB, FULCIO = (
     str(KEYS / n) for n in ("cosign.pub", "cosign2.pub", "rekor.pub", "fulcio_v1.crt.pem")
 )
-PUBLIC_GOOD = "/work/shared/vectors/sigstore-bundle/trusted_root.public-good.json"
+PUBLIC_GOOD = str(SHARED_VECTORS / "sigstore-bundle" / "trusted_root.public-good.json")
 MITR = {"identity": "mitr@redhat.com", "issuer": "https://github.com/login/oauth"}
 
 

@@ -67,7 +67,7 @@ def verify_token(token: bytes, signature: bytes, trusted: Sequence[x509.Certific
     """Verify ``token`` as a countersignature of ``signature`` by a TSA chaining to ``trusted``."""
     try:
         return _verify(token, signature, trusted)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
         raise TimestampError(f"timestamp token is malformed ({type(exc).__name__}: {exc})") from None
 
 
@@ -89,6 +89,8 @@ def _verify(token: bytes, signature: bytes, trusted: Sequence[x509.Certificate])
     gen_time: datetime = tst["gen_time"].native
     policy: str = tst["policy"].dotted
     accuracy = _accuracy(tst, policy)
+    if gen_time.year >= 9999 or gen_time.year <= 1:
+        raise TimestampError(f"timestamp genTime {gen_time} is out of range")
     certificates = [
         x509.load_der_x509_certificate(choice.chosen.dump())
         for choice in signed["certificates"]
@@ -105,11 +107,17 @@ def _verify(token: bytes, signature: bytes, trusted: Sequence[x509.Certificate])
     raise TimestampError("; ".join(problems) or "timestamp token has no signer")
 
 
+MAX_ACCURACY = timedelta(days=1)
+
+
 def _accuracy(tst: tsp.TSTInfo, policy: str) -> timedelta:
     parts = tst["accuracy"].native or {}
     seconds, millis, micros = (parts.get(k) or 0 for k in ("seconds", "millis", "micros"))
     if not (seconds or millis or micros) and policy == BASELINE_POLICY:
         return timedelta(seconds=1)
+    # RFC 3161 bounds millis and micros to 1..999; a token claiming more than a day of slack is not a timestamp.
+    if not (0 <= seconds <= MAX_ACCURACY.total_seconds() and 0 <= millis <= 999 and 0 <= micros <= 999):
+        raise TimestampError(f"timestamp accuracy {parts} is out of range")
     return timedelta(seconds=seconds, milliseconds=millis, microseconds=micros)
 
 

@@ -330,7 +330,7 @@ async def _revocation(
 def _target_problem(payload: bytes, target: Descriptor, user_metadata: dict[str, str] | Any) -> str | None:
     try:
         doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, RecursionError, ValueError):
         return "payload is not JSON"
     artifact = doc.get(TARGET) if isinstance(doc, dict) else None
     if not isinstance(artifact, dict):
