@@ -436,7 +436,12 @@ async def test_user_metadata_must_be_signed(tmp_path: Path, pki: ns.TestPki) -> 
     assert bad.reason == "integrity check failed: signed annotations do not contain the required buildId=43"
 
 
-def _crl(issuer: ns.Issued, revoked: list[int], next_update: dt.datetime) -> bytes:
+def _crl(
+    issuer: ns.Issued,
+    revoked: list[int],
+    next_update: dt.datetime,
+    extensions: list[tuple[x509.ExtensionType, bool]] | None = None,
+) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     builder = (
@@ -446,6 +451,8 @@ def _crl(issuer: ns.Issued, revoked: list[int], next_update: dt.datetime) -> byt
         .next_update(next_update)
         .add_extension(x509.CRLNumber(1), critical=False)
     )
+    for extension, critical in extensions or []:
+        builder = builder.add_extension(extension, critical=critical)
     for serial in revoked:
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder()
@@ -495,6 +502,127 @@ async def test_revocation_with_crl_files_offline(tmp_path: Path) -> None:
         skipped.details["checks"]["revocation"]["reason"]
         == "not checked: revocation.mode is skip in the Referee configuration"
     )
+
+
+def _idp(
+    *,
+    url: str | None = None,
+    users: bool = False,
+    cas: bool = False,
+    reasons: frozenset[x509.ReasonFlags] | None = None,
+) -> tuple[x509.ExtensionType, bool]:
+    full_name = [x509.UniformResourceIdentifier(url)] if url else None
+    return x509.IssuingDistributionPoint(full_name, None, users, cas, reasons, False, False), True
+
+
+@pytest.mark.parametrize(
+    ("extensions", "problem"),
+    [
+        ([_idp(cas=True)], "the CRL covers only CA certificates"),
+        ([_idp(url="http://crl.invalid/other.crl")], "the CRL's distribution point is not one the certificate names"),
+        (
+            [_idp(reasons=frozenset({x509.ReasonFlags.key_compromise}))],
+            "the CRL covers only some revocation reasons",
+        ),
+        (
+            [(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00"), True)],
+            "the CRL has an unsupported critical extension 1.3.6.1.4.1.55555.1",
+        ),
+    ],
+)
+async def test_a_crl_of_another_scope_proves_nothing(
+    tmp_path: Path, extensions: list[tuple[x509.ExtensionType, bool]], problem: str
+) -> None:
+    """A leaf missing from a CRL that does not cover it (CA-only, another partition, some reasons only, or
+    with a critical extension Referee cannot process) is unknown, not good: RFC 5280 §6.3.3 (b)."""
+    cdp = x509.CRLDistributionPoints(
+        [x509.DistributionPoint([x509.UniformResourceIdentifier("http://crl.invalid/ci.crl")], None, None, None)]
+    )
+    pki = ns.TestPki.create("scope", extra=[(cdp, False)])
+    envelope = sign(ns.sign_jws, pki)
+    crl = tmp_path / "scoped.crl"
+    crl.write_bytes(_crl(pki.intermediate, [], NOW + dt.timedelta(days=7), extensions))
+    result = await check(tmp_path, pki, envelope, JWS, revocation={"crlFiles": [str(crl)]})
+    assert not result.succeeded
+    assert "has unknown revocation status" in result.reason
+    assert f"crl file: {problem}" in result.reason
+
+    in_scope = tmp_path / "in-scope.crl"
+    in_scope.write_bytes(
+        _crl(pki.intermediate, [], NOW + dt.timedelta(days=7), [_idp(url="http://crl.invalid/ci.crl", users=True)])
+    )
+    good = await check(tmp_path, pki, envelope, JWS, revocation={"crlFiles": [str(crl), str(in_scope)]})
+    assert good.succeeded, good.reason
+
+
+def _ocsp_with_two_answers(
+    pki: ns.TestPki, first: tuple[x509.Certificate, Any], second: tuple[x509.Certificate, Any]
+) -> bytes:
+    """One BasicOCSPResponse carrying two SingleResponses (cryptography builds only one; asn1crypto joins them)."""
+    from asn1crypto import core
+    from asn1crypto import ocsp as aocsp
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.x509 import ocsp
+
+    def one(cert: x509.Certificate, status: Any) -> aocsp.OCSPResponse:
+        revoked = status == ocsp.OCSPCertStatus.REVOKED
+        built = (
+            ocsp.OCSPResponseBuilder()
+            .add_response(
+                cert=cert,
+                issuer=pki.intermediate.cert,
+                algorithm=hashes.SHA256(),
+                cert_status=status,
+                this_update=NOW - dt.timedelta(hours=1),
+                next_update=NOW + dt.timedelta(hours=1),
+                revocation_time=ns.EPOCH + dt.timedelta(days=40) if revoked else None,
+                revocation_reason=None,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, pki.intermediate.cert)
+            .sign(pki.intermediate.key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        return aocsp.OCSPResponse.load(built.public_bytes(serialization.Encoding.DER))
+
+    outer, extra = one(*first), one(*second)
+    basic = outer["response_bytes"]["response"].parsed
+    tbs = basic["tbs_response_data"]
+    extra_single = extra["response_bytes"]["response"].parsed["tbs_response_data"]["responses"][0]
+    tbs["responses"] = aocsp.Responses([tbs["responses"][0].copy(), extra_single.copy()])
+    key = pki.intermediate.key
+    assert isinstance(key, rsa.RSAPrivateKey)
+    basic["signature"] = core.OctetBitString(key.sign(tbs.dump(force=True), padding.PKCS1v15(), hashes.SHA256()))
+    outer["response_bytes"]["response"] = core.ParsableOctetString(basic.dump(force=True))
+    return bytes(outer.dump(force=True))
+
+
+@pytest.mark.parametrize("leaf_first", [True, False])
+def test_ocsp_answer_is_picked_by_serial_and_issuer_among_several(leaf_first: bool) -> None:
+    """A responder may answer about several certificates in one response: the leaf's own answer counts,
+    whatever its position, and a response that says nothing about the leaf is no answer."""
+    from cryptography.x509 import ocsp
+
+    from provider.verifiers.notation.revocation import REVOKED, RevocationChecker, RevocationConfig
+
+    pki = ns.TestPki.create("multi")
+    sibling = ns.issue(ns.name("multi sibling"), issuer=pki.intermediate)
+    answers = [(pki.leaf.cert, ocsp.OCSPCertStatus.REVOKED), (sibling.cert, ocsp.OCSPCertStatus.GOOD)]
+    data = _ocsp_with_two_answers(pki, *(answers if leaf_first else answers[::-1]))
+    assert len(list(ocsp.load_der_ocsp_response(data).responses)) == 2
+    checker = RevocationChecker(RevocationConfig(mode="online"))
+    notes: list[str] = []
+    status, _ = checker._ocsp_status(pki.leaf.cert, pki.intermediate.cert, data, NOW, None, "http://ocsp", notes)
+    assert status is not None and status.status == REVOKED, notes
+
+    stranger = ns.issue(ns.name("multi stranger"), issuer=pki.intermediate)
+    status, _ = checker._ocsp_status(stranger.cert, pki.intermediate.cert, data, NOW, None, "http://ocsp", notes)
+    assert status is None
+    assert notes[-1] == "http://ocsp: OCSP response is for another certificate"
+    other_issuer = ns.TestPki.create("multi other")
+    status, _ = checker._ocsp_status(
+        pki.leaf.cert, other_issuer.intermediate.cert, data, NOW, None, "http://ocsp", notes
+    )
+    assert status is None
 
 
 async def test_online_revocation_only_contacts_allowed_hosts(tmp_path: Path) -> None:

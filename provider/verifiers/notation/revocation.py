@@ -185,6 +185,60 @@ def _entry_date(entry: x509.RevokedCertificate) -> datetime:
     return value.invalidity_date_utc if isinstance(value, x509.InvalidityDate) else entry.revocation_date_utc
 
 
+def _single_response(
+    response: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certificate
+) -> ocsp.OCSPSingleResponse | None:
+    """The answer about ``cert`` among a response's SingleResponses: same serial, same issuer name and key."""
+    for single in response.responses:
+        if single.serial_number != cert.serial_number:
+            continue
+        try:
+            expected = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, single.hash_algorithm).build()
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            continue
+        if (single.issuer_name_hash, single.issuer_key_hash) == (expected.issuer_name_hash, expected.issuer_key_hash):
+            return single
+    return None
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        value = cert.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value
+    except x509.ExtensionNotFound:
+        return False
+    return isinstance(value, x509.BasicConstraints) and value.ca
+
+
+def _crl_scope_problem(
+    crl: x509.CertificateRevocationList, cert: x509.Certificate, crl_urls: Sequence[str]
+) -> str | None:
+    """Why ``crl`` cannot speak for ``cert`` (RFC 5280 §5.2.5, §6.3.3 b): its absence from a CRL of another
+    scope proves nothing. None when the CRL covers the certificate."""
+    for extension in crl.extensions:
+        if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
+            return f"the CRL has an unsupported critical extension {extension.oid.dotted_string}"
+    idp = _extension_value(crl, ExtensionOID.ISSUING_DISTRIBUTION_POINT)
+    if not isinstance(idp, x509.IssuingDistributionPoint):
+        return None
+    if idp.indirect_crl:
+        return "indirect CRLs are not supported"
+    if idp.only_some_reasons:
+        return "the CRL covers only some revocation reasons"
+    if idp.only_contains_attribute_certs:
+        return "the CRL covers only attribute certificates"
+    if idp.only_contains_user_certs and _is_ca(cert):
+        return "the CRL covers only end-entity certificates"
+    if idp.only_contains_ca_certs and not _is_ca(cert):
+        return "the CRL covers only CA certificates"
+    if idp.relative_name is not None:
+        return "the CRL's distribution point is a relative name, which is not supported"
+    if idp.full_name:
+        names = {n.value for n in idp.full_name if isinstance(n, x509.UniformResourceIdentifier)}
+        if not names & set(crl_urls):
+            return "the CRL's distribution point is not one the certificate names"
+    return None
+
+
 class RevocationChecker:
     """Checks chains under one configuration; holds the response cache for that configuration's lifetime."""
 
@@ -274,7 +328,8 @@ class RevocationChecker:
         if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
             notes.append(f"{url}: OCSP status {response.response_status.name}")
             return None, None
-        if response.serial_number != cert.serial_number:
+        single = _single_response(response, cert, issuer)
+        if single is None:
             notes.append(f"{url}: OCSP response is for another certificate")
             return None, None
         signer_key = issuer.public_key()
@@ -297,14 +352,14 @@ class RevocationChecker:
         ):
             notes.append(f"{url}: OCSP response signature does not verify")
             return None, None
-        next_update = response.next_update_utc
-        if response.this_update_utc > now or (next_update is not None and now > next_update):
+        next_update = single.next_update_utc
+        if single.this_update_utc > now or (next_update is not None and now > next_update):
             notes.append(f"{url}: OCSP response is not current")
             return None, None
-        if response.certificate_status == ocsp.OCSPCertStatus.GOOD:
+        if single.certificate_status == ocsp.OCSPCertStatus.GOOD:
             return CertStatus(subject, GOOD, "ocsp", url), next_update
-        if response.certificate_status == ocsp.OCSPCertStatus.REVOKED:
-            revoked_at = response.revocation_time_utc
+        if single.certificate_status == ocsp.OCSPCertStatus.REVOKED:
+            revoked_at = single.revocation_time_utc
             if signing_time is not None and revoked_at is not None and signing_time < revoked_at:
                 return CertStatus(
                     subject, GOOD, "ocsp", f"revoked {revoked_at.isoformat()}, after signing"
@@ -325,7 +380,11 @@ class RevocationChecker:
         notes: list[str],
     ) -> CertStatus | None:
         subject = nx509.subject(cert)
-        bases = [c for c in self.config.crls if _crl_signed_by(c, issuer) and not self._is_delta(c)]
+        bases = [
+            c
+            for c in self.config.crls
+            if _crl_signed_by(c, issuer) and not self._is_delta(c) and self._in_scope(c, cert, urls, "crl file", notes)
+        ]
         source = "crl file"
         if not bases and urls:
             if self.config.mode != "online":
@@ -333,7 +392,7 @@ class RevocationChecker:
                 return None
             for url in urls:
                 crl = await self._download_crl(url, issuer, notes)
-                if crl is not None and not self._is_delta(crl):
+                if crl is not None and not self._is_delta(crl) and self._in_scope(crl, cert, urls, url, notes):
                     bases, source = [crl], url
                     break
         if not bases:
@@ -342,7 +401,7 @@ class RevocationChecker:
             notes.append("no CRL could be obtained")
             return None
         base = max(bases, key=lambda c: c.last_update_utc)
-        delta = await self._delta(base, issuer, notes)
+        delta = await self._delta(base, cert, issuer, urls, notes)
         if delta is False:
             return CertStatus(subject, UNKNOWN, "crl", "; ".join(notes))
         entry = base.get_revoked_certificate_by_serial_number(cert.serial_number)
@@ -369,8 +428,22 @@ class RevocationChecker:
     def _is_delta(crl: x509.CertificateRevocationList) -> bool:
         return _extension_value(crl, ExtensionOID.DELTA_CRL_INDICATOR) is not None
 
+    @staticmethod
+    def _in_scope(
+        crl: x509.CertificateRevocationList, cert: x509.Certificate, urls: Sequence[str], source: str, notes: list[str]
+    ) -> bool:
+        problem = _crl_scope_problem(crl, cert, urls)
+        if problem is not None:
+            notes.append(f"{source}: {problem}")
+        return problem is None
+
     async def _delta(
-        self, base: x509.CertificateRevocationList, issuer: x509.Certificate, notes: list[str]
+        self,
+        base: x509.CertificateRevocationList,
+        cert: x509.Certificate,
+        issuer: x509.Certificate,
+        urls: Sequence[str],
+        notes: list[str],
     ) -> x509.CertificateRevocationList | bool | None:
         """The delta CRL a base CRL points to; ``False`` when one is required but unavailable."""
         freshest = _extension_value(base, ExtensionOID.FRESHEST_CRL)
@@ -386,6 +459,8 @@ class RevocationChecker:
                         if crl is not None and self._is_delta(crl):
                             candidates.append(crl)
         for delta in candidates:
+            if not self._in_scope(delta, cert, urls, "delta crl", notes):
+                continue
             indicator = _extension_value(delta, ExtensionOID.DELTA_CRL_INDICATOR)
             number = _crl_number(delta)
             if (
