@@ -810,6 +810,7 @@ class SigstorePolicy:
     identities: tuple[IdentityRule, ...] = ()
     trust: TrustMaterial = TrustMaterial()
     require_tlog: bool = False
+    ignore_sct: bool = False
 
     def keys_for(self, ref: ImageRef) -> list[TrustedKey]:
         return [k for k in self.keys if matches_any(k.scopes, ref.registry, ref.repository)]
@@ -898,7 +899,7 @@ class SigstorePolicy:
         chain: list[x509.Certificate] = []
         for source, moment in sources:
             chain = verify_chain(cert, evidence.chain, self.trust, moment, source)
-        if self.trust.ctlogs:
+        if not self.ignore_sct:
             facts["sctLogID"] = verify_sct(cert, chain[0], self.trust.ctlogs)
         sans, issuer = certificate_identity(cert)
         rule = next((r for r in identities if r.matches(sans, issuer)), None)
@@ -925,11 +926,20 @@ def parse_policy(node: Node, *, require_tlog_default: bool, keys_name: str = "ke
     identities = parse_identities(node)
     trust = parse_trust(node)
     require_tlog = node.flag("require_tlog", require_tlog_default)
+    ignore_sct = node.flag("insecure_ignore_sct", False)
     if identities and not trust.fulcio:
         node.error("keyless identities need Fulcio roots (fulcioRoots or trustedRoot)", "identities")
+    if identities and not trust.ctlogs and not ignore_sct:
+        node.error(
+            "keyless identities need CT log keys (ctLogKeys or a trustedRoot with ctlogs) to verify the "
+            "certificate's embedded SCT; insecureIgnoreSct: true accepts certificates without one",
+            "identities",
+        )
     if require_tlog and not trust.rekor:
         node.error("requireTlog needs Rekor public keys (rekorKeys or trustedRoot)", "require_tlog")
-    return SigstorePolicy(keys=keys, identities=identities, trust=trust, require_tlog=require_tlog)
+    return SigstorePolicy(
+        keys=keys, identities=identities, trust=trust, require_tlog=require_tlog, ignore_sct=ignore_sct
+    )
 
 
 def key_fingerprint(key: PublicKey) -> str:

@@ -33,6 +33,7 @@ from tests.support.referrers_proxy import ReferrersProxy
 from tests.support.registry import RegistryProcess
 from tests.support.sigstore_sign import (
     FakeSigstore,
+    ct_log_pems,
     pem_cert,
     pem_public,
     sign_dsse,
@@ -159,6 +160,7 @@ async def test_legacy_sig_keyless_vector(registry: RegistryProcess, pki: Pki, tm
             "identities": [{"identity": "mitr@redhat.com", "issuer": "https://github.com/login/oauth"}],
             "fulcioRoots": [str(COSIGN_VECTORS / "keys" / "fulcio_v1.crt.pem")],
             "rekorKeys": [str(COSIGN_VECTORS / "keys" / "rekor.pub")],
+            "ctLogKeys": ct_log_pems(SHARED_VECTORS / "sigstore-bundle" / "trusted_root.public-good.json"),
             "requireTlog": True,
         }
         config = _config(tmp_path, pki, shim.host, verifier)

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import rfc8785
@@ -139,6 +140,10 @@ class FakeSigstore:
     @property
     def rekor_pem(self) -> bytes:
         return pem_public(self.rekor_key)
+
+    @property
+    def ct_pem(self) -> bytes:
+        return pem_public(self.ct_key)
 
     @property
     def log_id(self) -> bytes:
@@ -468,4 +473,16 @@ def layer(
     out: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(data)}
     if annotations:
         out["annotations"] = annotations
+    return out
+
+
+def ct_log_pems(trusted_root: Path) -> list[str]:
+    """The CT log keys of a Sigstore trusted root as PEM text, for ``ctLogKeys``."""
+    doc = json.loads(trusted_root.read_bytes())
+    out = []
+    for log in doc.get("ctlogs", []):
+        key = serialization.load_der_public_key(base64.b64decode(log["publicKey"]["rawBytes"]))
+        out.append(
+            key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        )
     return out

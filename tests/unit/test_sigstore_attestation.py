@@ -22,6 +22,7 @@ from tests.support.sigstore_sign import (
     MemorySource,
     artifact_request,
     build_verifier,
+    ct_log_pems,
     layer,
     pem_cert,
     pem_public,
@@ -101,6 +102,7 @@ def _att_verifier(**params: Any) -> Any:
     trust: dict[str, Any] = {
         "fulcioRoots": [str(COSIGN_KEYS / "fulcio_v1.crt.pem")],
         "rekorKeys": [str(COSIGN_KEYS / "rekor.pub")],
+        "ctLogKeys": ct_log_pems(Path(PUBLIC_GOOD)),
     }
     if "trustedRoot" in params:
         trust = {}

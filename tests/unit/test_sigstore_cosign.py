@@ -21,6 +21,7 @@ from tests.support.sigstore_sign import (
     MemorySource,
     artifact_request,
     build_verifier,
+    ct_log_pems,
     layer,
     pem_cert,
 )
@@ -31,6 +32,7 @@ COSIGN_PUB, COSIGN2_PUB, REKOR_PUB, FULCIO = (
     str(KEYS / n) for n in ("cosign.pub", "cosign2.pub", "rekor.pub", "fulcio_v1.crt.pem")
 )
 PUBLIC_GOOD = str(SHARED_VECTORS / "sigstore-bundle" / "trusted_root.public-good.json")
+CT_LOGS = ct_log_pems(Path(PUBLIC_GOOD))
 MITR = {"identity": "mitr@redhat.com", "issuer": "https://github.com/login/oauth"}
 
 
@@ -123,7 +125,7 @@ def test_require_tlog_without_rekor_keys_is_a_config_error() -> None:
 
 @pytest.mark.parametrize(
     "trust",
-    [{"fulcioRoots": [FULCIO], "rekorKeys": [REKOR_PUB]}, {"trustedRoot": PUBLIC_GOOD}],
+    [{"fulcioRoots": [FULCIO], "rekorKeys": [REKOR_PUB], "ctLogKeys": CT_LOGS}, {"trustedRoot": PUBLIC_GOOD}],
     ids=["pem-files", "trusted-root"],
 )
 async def test_fulcio_rekor_valid_passes_checked_at_integrated_time(trust: dict[str, Any]) -> None:
@@ -134,20 +136,19 @@ async def test_fulcio_rekor_valid_passes_checked_at_integrated_time(trust: dict[
     assert result.details["identity"] == "mitr@redhat.com"
     assert result.details["issuer"] == "https://github.com/login/oauth"
     assert result.details["integratedTime"] == "2023-01-20T20:51:33Z"
-    # the trusted root carries the CT log keys, so the embedded SCT is verified too
-    assert result.details["sctVerified"] is ("trustedRoot" in trust)
+    assert result.details["sctVerified"] is True
     assert "keyless signature by mitr@redhat.com" in result.reason
 
 
 async def test_keyless_verdict_does_not_depend_on_the_clock() -> None:
     # the certificate expired in 2023; only the Rekor integrated time matters
-    verifier = _cosign(identities=[MITR], fulcioRoots=[FULCIO], rekorKeys=[REKOR_PUB])
+    verifier = _cosign(identities=[MITR], fulcioRoots=[FULCIO], rekorKeys=[REKOR_PUB], ctLogKeys=CT_LOGS)
     for now in (PINNED_NOW, dt.datetime(2040, 1, 1, tzinfo=dt.UTC)):
         assert (await verifier.verify(_vector("fulcio-rekor-valid", now=now))).succeeded
 
 
 async def test_identity_regex_is_a_full_match() -> None:
-    base = {"fulcioRoots": [FULCIO], "rekorKeys": [REKOR_PUB]}
+    base = {"fulcioRoots": [FULCIO], "rekorKeys": [REKOR_PUB], "ctLogKeys": CT_LOGS}
     good = _cosign(
         identities=[{"identityRegExp": r".*@redhat\.com", "issuerRegExp": r"https://github\.com/.*"}], **base
     )
@@ -162,6 +163,7 @@ async def test_wrong_identity_is_denied() -> None:
         identities=[{"identity": "someone@redhat.com", "issuer": MITR["issuer"]}],
         fulcioRoots=[FULCIO],
         rekorKeys=[REKOR_PUB],
+        ctLogKeys=CT_LOGS,
     )
     result = await verifier.verify(_vector("fulcio-rekor-valid"))
     assert not result.succeeded
@@ -174,6 +176,7 @@ async def test_wrong_issuer_is_denied() -> None:
         identities=[{"identity": "mitr@redhat.com", "issuer": "https://accounts.google.com"}],
         fulcioRoots=[FULCIO],
         rekorKeys=[REKOR_PUB],
+        ctLogKeys=CT_LOGS,
     )
     result = await verifier.verify(_vector("fulcio-rekor-valid"))
     assert not result.succeeded
@@ -181,7 +184,7 @@ async def test_wrong_issuer_is_denied() -> None:
 
 
 async def test_keyless_without_set_is_denied() -> None:
-    verifier = _cosign(identities=[MITR], fulcioRoots=[FULCIO], rekorKeys=[REKOR_PUB])
+    verifier = _cosign(identities=[MITR], fulcioRoots=[FULCIO], rekorKeys=[REKOR_PUB], ctLogKeys=CT_LOGS)
     result = await verifier.verify(_vector("fulcio-rekor-valid", drop=(mt.ANNOTATION_COSIGN_BUNDLE,)))
     assert not result.succeeded
     assert "keyless signature without a verified signing time" in result.reason
@@ -191,7 +194,7 @@ async def test_keyless_with_another_fulcio_root_is_denied() -> None:
     other = FakeSigstore()
     root = Path("/tmp") / f"other-root-{id(other)}.pem"
     root.write_bytes(other.ca_pem)
-    verifier = _cosign(identities=[MITR], fulcioRoots=[str(root)], rekorKeys=[REKOR_PUB])
+    verifier = _cosign(identities=[MITR], fulcioRoots=[str(root)], rekorKeys=[REKOR_PUB], ctLogKeys=CT_LOGS)
     result = await verifier.verify(_vector("fulcio-rekor-valid"))
     assert not result.succeeded
     assert "does not chain to a configured Fulcio root at 2023-01-20T20:51:33Z" in result.reason
@@ -238,13 +241,15 @@ def _keyless_request(
     return artifact_request(source, layers, subject_digest=SUBJECT, artifact_type=mt.COSIGN_LEGACY_SIGNATURES)
 
 
-def _keyless_verifier(fake: FakeSigstore, tmp_path: Path, **identity: Any) -> Any:
+def _keyless_verifier(fake: FakeSigstore, tmp_path: Path, trust: dict[str, Any] | None = None, **identity: Any) -> Any:
     (tmp_path / "fulcio.pem").write_bytes(fake.ca_pem)
     (tmp_path / "rekor.pub").write_bytes(fake.rekor_pem)
     rule = {"identity": "https://ci.example/workflows/build@refs/heads/main", "issuer": "https://issuer.example"}
     rule.update(identity)
+    if trust is None:
+        trust = {"ctLogKeys": [fake.ct_pem.decode()]}
     return _cosign(
-        identities=[rule], fulcioRoots=[str(tmp_path / "fulcio.pem")], rekorKeys=[str(tmp_path / "rekor.pub")]
+        identities=[rule], fulcioRoots=[str(tmp_path / "fulcio.pem")], rekorKeys=[str(tmp_path / "rekor.pub")], **trust
     )
 
 
@@ -253,6 +258,29 @@ async def test_generated_keyless_signature_passes(tmp_path: Path) -> None:
     result = await _keyless_verifier(fake, tmp_path).verify(_keyless_request(fake))
     assert result.succeeded, result.reason
     assert result.details["identity"] == "https://ci.example/workflows/build@refs/heads/main"
+
+
+async def test_keyless_needs_a_verified_sct_unless_explicitly_waived(tmp_path: Path) -> None:
+    """Like cosign, keyless verification checks the certificate's embedded SCT; without CT log keys the
+    configuration is refused, and only ``insecureIgnoreSct: true`` accepts a certificate with no SCT."""
+    fake = FakeSigstore()
+    with pytest.raises(ConfigError) as info:
+        _keyless_verifier(fake, tmp_path, trust={})
+    assert info.value.problems == [
+        "verifiers[0].identities: keyless identities need CT log keys (ctLogKeys or a trustedRoot with ctlogs) "
+        "to verify the certificate's embedded SCT; insecureIgnoreSct: true accepts certificates without one"
+    ]
+    checked = _keyless_verifier(fake, tmp_path)
+    good = await checked.verify(_keyless_request(fake))
+    assert good.succeeded and good.details["sctVerified"] is True
+    missing = await checked.verify(_keyless_request(fake, sct=False))
+    assert missing.reason.endswith("certificate carries no embedded SCT")
+    other_log = FakeSigstore().ct_pem.decode()
+    wrong = await _keyless_verifier(fake, tmp_path, trust={"ctLogKeys": [other_log]}).verify(_keyless_request(fake))
+    assert wrong.reason.endswith("no embedded SCT verifies with a configured CT log key")
+    waived = _keyless_verifier(fake, tmp_path, trust={"insecureIgnoreSct": True})
+    result = await waived.verify(_keyless_request(fake, sct=False))
+    assert result.succeeded and result.details["sctVerified"] is False
 
 
 async def test_legacy_issuer_extension_is_read(tmp_path: Path) -> None:
