@@ -9,7 +9,8 @@ Judgement against a deny-list:
 
 * a term is denied when the deny-list names it: SPDX ids and free-text names compare case-insensitively; the
   deprecated GNU ids are read as their current form (``GPL-2.0`` = ``GPL-2.0-only``, ``GPL-2.0+`` =
-  ``GPL-2.0-or-later``; an or-later licence is only denied when the deny-list names the or-later form);
+  ``GPL-2.0-or-later``); an or-later licence is denied when the deny-list names the or-later form or the bare
+  deprecated id (a deny-list entry ``GPL-3.0`` means every GPL-3.0 licence, ``GPL-3.0-only`` only that one);
   a ``LicenseRef-*`` is also denied through the name its document gives it (SPDX ``hasExtractedLicensingInfos``);
   ``NOASSERTION``/``NONE`` are denied only when listed themselves;
 * ``A WITH E`` is denied when ``A`` or the whole ``A WITH E`` is listed;
@@ -40,6 +41,15 @@ def normalise_license_id(term: str) -> str:
         suffix = "-or-later" if m.group(3) in ("+", "-or-later") else "-only"
         return f"{m.group(1)}-{m.group(2)}{suffix}"
     return folded
+
+
+def _deny_forms(entry: str) -> tuple[str, ...]:
+    """What one deny-list id covers: a bare deprecated GNU id (``GPL-3.0``) both its -only and -or-later forms."""
+    m = _GNU.match(entry.strip())
+    if m and m.group(3) is None:
+        stem = f"{m.group(1)}-{m.group(2)}".casefold()
+        return f"{stem}-only", f"{stem}-or-later"
+    return (normalise_license_id(entry),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +185,9 @@ class LicenseDenyList:
         for entry in entries:
             if not entry.strip():
                 continue
-            out.add(normalise_license_id(entry))
             base, sep, exc = entry.partition(" WITH ")
-            if sep:
-                out.add(f"{normalise_license_id(base)} with {exc.strip().casefold()}")
+            for form in _deny_forms(base):
+                out.add(f"{form} with {exc.strip().casefold()}" if sep else form)
         return cls(frozenset(out))
 
     def _term_denied(self, term: Term, ref_names: Mapping[str, str]) -> bool:

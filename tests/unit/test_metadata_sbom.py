@@ -152,7 +152,12 @@ def test_cyclonedx_nested_components_expressions_and_in_toto_wrapping() -> None:
         ("GPL-2.0-only WITH Classpath-exception-2.0", ["Classpath-exception-2.0"], False),
         ("GPL-2.0", ["GPL-2.0-only"], True),  # deprecated id = -only
         ("GPL-2.0+", ["GPL-2.0-or-later"], True),
-        ("GPL-2.0-or-later", ["GPL-2.0-only"], False),  # or-later is denied only by name
+        ("GPL-2.0-or-later", ["GPL-2.0-only"], False),  # or-later is denied only by name ...
+        ("GPL-2.0-or-later", ["GPL-2.0"], True),  # ... or by the bare deprecated id, which means every form
+        ("GPL-3.0+", ["gpl-3.0"], True),
+        ("GPL-3.0-only", ["GPL-3.0"], True),
+        ("LGPL-2.1-or-later WITH Classpath-exception-2.0", ["LGPL-2.1 WITH Classpath-exception-2.0"], True),
+        ("GPL-3.0-or-later", ["GPL-2.0"], False),
         ("LicenseRef-Proprietary", ["licenseref-proprietary"], True),
         ("NOASSERTION", ["GPL-2.0-only"], False),
         ("NOASSERTION", ["NOASSERTION"], True),
