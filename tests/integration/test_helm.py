@@ -353,7 +353,11 @@ def test_deployment_is_hardened(chart: helm.Chart) -> None:
 def test_gatekeeper_ca_mount_exposes_only_ca_crt(chart: helm.Chart) -> None:
     rendered = render(chart)
     volume = next(v for v in rendered.pod()["volumes"] if v["name"] == "gatekeeper-ca")
-    assert volume["secret"] == {"secretName": CLIENT_CA_SECRET, "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert volume["secret"] == {
+        "secretName": CLIENT_CA_SECRET,
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        "defaultMode": 0o440,
+    }
     tls = rendered.config()["server"]["tls"]
     assert tls["clientAuth"] == "require"
     assert tls["clientCaFile"] == "/etc/referee/gatekeeper-ca/ca.crt"
@@ -840,6 +844,21 @@ def test_config_check_in_cert_manager_and_mtls_disabled_modes(chart: helm.Chart,
     tls = load_config(pod.path).server.tls
     assert tls.client_auth == "disabled"
     build_server_context(tls)
+
+
+def test_secret_volumes_are_readable_only_by_referees_group(chart: helm.Chart) -> None:
+    """Keys, passwords and docker config.json are mounted 0440: readable by the referee user through the
+    pod's fsGroup, by no one else; public trust material (ConfigMaps) keeps the kubelet default."""
+    rendered = render_chart(chart, _full_values(public_pem(), trustme.CA().cert_pem.bytes().decode()))
+    pod = rendered.pod()
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    secret_backed = {
+        v["name"]: v.get("secret", v.get("projected")) for v in pod["volumes"] if "secret" in v or "projected" in v
+    }
+    assert set(secret_backed) == {"tls", "gatekeeper-ca", "registry-credentials", "dockerconfig", "trust-next-keys"}
+    assert {name: body.get("defaultMode") for name, body in secret_backed.items()} == dict.fromkeys(
+        secret_backed, 0o440
+    )
 
 
 def test_registry_passwords_stay_in_secrets(chart: helm.Chart) -> None:
