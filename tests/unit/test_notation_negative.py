@@ -436,6 +436,26 @@ async def test_user_metadata_must_be_signed(tmp_path: Path, pki: ns.TestPki) -> 
     assert bad.reason == "integrity check failed: signed annotations do not contain the required buildId=43"
 
 
+async def test_cose_semantic_tags_in_ignored_headers(tmp_path: Path, pki: ns.TestPki) -> None:
+    """Unknown or exotic CBOR tags in headers Notary ignores are ignored (as go-cose does); a tag whose content
+    cbor2 cannot decode is an integrity failure, never a crash."""
+    exotic = {
+        "io.example.unknown": cbor2.CBORTag(99999, "x"),
+        "io.example.mime": cbor2.CBORTag(36, "Content-Type: text/plain\n\nhi"),
+        "io.example.bignum": cbor2.CBORTag(2, b"\x01" * 64),
+        "io.example.decimal": cbor2.CBORTag(4, [10**6, 1]),
+    }
+    protected = {f"{k}.signed": v for k, v in exotic.items()}
+    result = await check(
+        tmp_path, pki, sign(ns.sign_cose, pki, extra_unprotected=exotic, extra_protected=protected), COSE
+    )
+    assert result.succeeded, result.reason
+    broken = sign(ns.sign_cose, pki, extra_unprotected={"io.example.bad": cbor2.CBORTag(2, "not bytes")})
+    failed = await check(tmp_path, pki, broken, COSE)
+    assert not failed.succeeded
+    assert failed.reason.startswith("integrity check failed: COSE envelope cannot be decoded")
+
+
 def _crl(
     issuer: ns.Issued,
     revoked: list[int],
