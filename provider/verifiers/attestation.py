@@ -258,7 +258,7 @@ class AttestationVerifier:
                     layer.annotations,
                     signature=signature,
                     signed=signed,
-                    bind=dsse_binder(envelope.payload, signature),
+                    bind=dsse_binder(envelope, signature),
                     timestamp_message=blob,
                 )
                 facts = self.params.checker.policy.verify(evidence, request.subject.ref)

@@ -238,7 +238,7 @@ class BundleChecker:
                         signature,
                         pae(envelope.payload_type, envelope.payload),
                         False,
-                        dsse_binder(envelope.payload, signature),
+                        dsse_binder(envelope, signature),
                     ),
                     ref,
                 )

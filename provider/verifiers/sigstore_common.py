@@ -5,8 +5,9 @@ Hand-written with ``cryptography``, ``rfc8785`` and ``rfc3161-client`` (sigstore
 certificate-based bundles, in :mod:`provider.verifiers.sigstore_bundle`): Fulcio chains checked at a verified time,
 certificate identities (SAN + OIDC issuer), Rekor signed entry timestamps over RFC 8785 canonical JSON, Merkle
 inclusion proofs with signed checkpoints, embedded SCTs, transparency-log body binding (``hashedrekord`` 0.0.1,
-``dsse`` 0.0.1, ``intoto`` 0.0.1/0.0.2), RFC 3161 timestamps, DSSE PAE and in-toto Statements. Nothing here reads
-the network or the wall clock: every time comes from the evidence or the caller.
+``dsse`` 0.0.1, ``intoto`` 0.0.1/0.0.2; Rekor v2's ``hashedrekord`` 0.0.2 and ``dsse`` 0.0.2), RFC 3161
+timestamps, DSSE PAE and in-toto Statements. Nothing here reads the network or the wall clock: every time comes
+from the evidence or the caller.
 """
 
 from __future__ import annotations
@@ -666,8 +667,61 @@ def _kind(body: Mapping[str, Any]) -> str:
     return f"{body.get('kind')} {body.get('apiVersion')}"
 
 
+_V2_HASHES: Mapping[str, Callable[[bytes], Any]] = {
+    "SHA2_256": hashlib.sha256,
+    "SHA2_384": hashlib.sha384,
+    "SHA2_512": hashlib.sha512,
+}
+
+
+def _v2_signer_matches(verifier: object, signer: Signer) -> bool:
+    """A Rekor v2 ``Verifier`` (``publicKey.rawBytes`` DER SPKI or ``x509Certificate.rawBytes`` DER) names
+    ``signer``."""
+    cert_b64 = get_path(verifier, "x509Certificate", "rawBytes")
+    if cert_b64 is not None:
+        try:
+            cert = x509.load_der_x509_certificate(b64decode(cert_b64, "Rekor verifier"))
+        except ValueError:
+            return False
+        if signer.certificate is not None:
+            return cert == signer.certificate
+        return spki(cert.public_key()) == spki(signer.key)  # type: ignore[arg-type]
+    key_b64 = get_path(verifier, "publicKey", "rawBytes")
+    return key_b64 is not None and b64decode(key_b64, "Rekor verifier") == spki(signer.key)
+
+
+def _bind_v2_signature(recorded: object, signature: bytes, signer: Signer) -> bool:
+    return b64decode(get_path(recorded, "content"), "Rekor signature") == signature and _v2_signer_matches(
+        get_path(recorded, "verifier"), signer
+    )
+
+
+def _bind_hashedrekord_v2(body: Mapping[str, Any], signed: bytes, signature: bytes, signer: Signer) -> None:
+    """``hashedrekord`` 0.0.2 (Rekor v2): the entry records the hash of ``signed`` (with the algorithm it names),
+    this signature and this signer. Rekor v2 records a DSSE envelope this way too, hashing its PAE."""
+    spec = get_path(body, "spec", "hashedRekordV002")
+    algorithm = get_path(spec, "data", "algorithm")
+    hasher = _V2_HASHES.get(algorithm) if isinstance(algorithm, str) else None
+    if hasher is None:
+        raise Rejected(f"Rekor entry hash algorithm {algorithm!r} is not supported")
+    if b64decode(get_path(spec, "data", "digest"), "Rekor digest") != hasher(signed).digest():
+        raise Rejected("Rekor entry records another payload hash")
+    if not _bind_v2_signature(get_path(spec, "signature"), signature, signer):
+        raise Rejected("Rekor entry records another signature or signer")
+
+
 def bind_message(body: Mapping[str, Any], digest: bytes, signature: bytes, signer: Signer) -> None:
-    """``hashedrekord`` 0.0.1: the entry records sha256 of the signed bytes, this signature and this signer."""
+    """``hashedrekord`` 0.0.1 or 0.0.2: the entry records sha256 of the signed bytes, this signature and this
+    signer."""
+    if _kind(body) == "hashedrekord 0.0.2":
+        spec = get_path(body, "spec", "hashedRekordV002")
+        if get_path(spec, "data", "algorithm") != "SHA2_256":
+            raise Rejected("Rekor entry records another payload hash")
+        if b64decode(get_path(spec, "data", "digest"), "Rekor digest") != digest:
+            raise Rejected("Rekor entry records another payload hash")
+        if not _bind_v2_signature(get_path(spec, "signature"), signature, signer):
+            raise Rejected("Rekor entry records another signature or signer")
+        return
     if _kind(body) != "hashedrekord 0.0.1":
         raise Rejected(f"Rekor entry kind {_kind(body)} does not record a message signature")
     if (
@@ -682,9 +736,24 @@ def bind_message(body: Mapping[str, Any], digest: bytes, signature: bytes, signe
         raise Rejected("Rekor entry records another signing key or certificate")
 
 
-def bind_dsse(body: Mapping[str, Any], payload: bytes, signature: bytes, signer: Signer) -> None:
-    """``dsse`` 0.0.1, ``intoto`` 0.0.1 / 0.0.2: payload hash, signature (where recorded) and signer."""
+def bind_dsse(body: Mapping[str, Any], payload_type: str, payload: bytes, signature: bytes, signer: Signer) -> None:
+    """``dsse`` 0.0.1 / 0.0.2, ``intoto`` 0.0.1 / 0.0.2, or Rekor v2's ``hashedrekord`` 0.0.2 over the PAE:
+    payload hash, signature (where recorded) and signer."""
     kind = _kind(body)
+    if kind == "hashedrekord 0.0.2":
+        _bind_hashedrekord_v2(body, pae(payload_type, payload), signature, signer)
+        return
+    if kind == "dsse 0.0.2":
+        spec = get_path(body, "spec", "dsseV002")
+        algorithm = get_path(spec, "payloadHash", "algorithm")
+        hasher = _V2_HASHES.get(algorithm) if isinstance(algorithm, str) else None
+        recorded = get_path(spec, "payloadHash", "digest")
+        if hasher is None or b64decode(recorded, "Rekor payload hash") != hasher(payload).digest():
+            raise Rejected("Rekor entry records another payload hash")
+        signatures = get_path(spec, "signatures")
+        if not isinstance(signatures, list) or not any(_bind_v2_signature(s, signature, signer) for s in signatures):
+            raise Rejected("Rekor entry records another signature or signer")
+        return
     payload_hex = hashlib.sha256(payload).hexdigest()
     spec = get_path(body, "spec")
     if kind == "dsse 0.0.1":
@@ -715,9 +784,9 @@ def bind_dsse(body: Mapping[str, Any], payload: bytes, signature: bytes, signer:
     raise Rejected("Rekor entry records another signature or signer")
 
 
-def dsse_binder(payload: bytes, signature: bytes) -> Callable[[Mapping[str, Any], Signer], None]:
+def dsse_binder(envelope: Envelope, signature: bytes) -> Callable[[Mapping[str, Any], Signer], None]:
     """:func:`bind_dsse` for one envelope signature."""
-    return lambda body, signer: bind_dsse(body, payload, signature, signer)
+    return lambda body, signer: bind_dsse(body, envelope.payload_type, envelope.payload, signature, signer)
 
 
 def message_binder(digest: bytes, signature: bytes) -> Callable[[Mapping[str, Any], Signer], None]:

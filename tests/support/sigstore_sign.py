@@ -296,17 +296,59 @@ class FakeSigstore:
             },
         }
 
-    def log_entry(self, body: dict[str, Any], integrated_time: int | None = None) -> dict[str, Any]:
+    @staticmethod
+    def v2_verifier(key: ec.EllipticCurvePrivateKey, cert: x509.Certificate | None) -> dict[str, Any]:
+        """A Rekor v2 ``Verifier``: the certificate (DER) or the public key (DER SPKI)."""
+        if cert is not None:
+            material = {"x509Certificate": {"rawBytes": b64(cert.public_bytes(serialization.Encoding.DER))}}
+        else:
+            material = {"publicKey": {"rawBytes": b64(_spki(key))}}
+        return {**material, "keyDetails": "PKIX_ECDSA_P256_SHA_256"}
+
+    @staticmethod
+    def hashedrekord_v2(digest: bytes, signature: bytes, verifier: dict[str, Any]) -> dict[str, Any]:
+        """Rekor v2 ``hashedrekord`` 0.0.2 over a SHA-256 ``digest``."""
+        return {
+            "apiVersion": "0.0.2",
+            "kind": "hashedrekord",
+            "spec": {
+                "hashedRekordV002": {
+                    "data": {"algorithm": "SHA2_256", "digest": b64(digest)},
+                    "signature": {"content": b64(signature), "verifier": verifier},
+                }
+            },
+        }
+
+    @staticmethod
+    def dsse_v2(payload: bytes, signature: bytes, verifier: dict[str, Any]) -> dict[str, Any]:
+        """Rekor v2 ``dsse`` 0.0.2."""
+        return {
+            "apiVersion": "0.0.2",
+            "kind": "dsse",
+            "spec": {
+                "dsseV002": {
+                    "payloadHash": {"algorithm": "SHA2_256", "digest": b64(hashlib.sha256(payload).digest())},
+                    "signatures": [{"content": b64(signature), "verifier": verifier}],
+                }
+            },
+        }
+
+    def log_entry(
+        self, body: dict[str, Any], integrated_time: int | None = None, *, promise: bool = True
+    ) -> dict[str, Any]:
         """``{body (base64), integratedTime, logIndex, logID (hex), set (bytes)}`` — the SET is ECDSA P-256
-        over the RFC 8785 canonical JSON of the first four."""
+        over the RFC 8785 canonical JSON of the first four. Without ``promise`` (Rekor v2) there is no SET and
+        no integrated time."""
         self.log_index += 1
         when = integrated_time if integrated_time is not None else int(self.now.timestamp())
         payload = {
             "body": b64(json.dumps(body, separators=(",", ":")).encode()),
-            "integratedTime": when,
+            "integratedTime": when if promise else 0,
             "logIndex": self.log_index,
             "logID": self.log_id.hex(),
         }
+        if not promise:
+            return payload
         signature = self.rekor_key.sign(rfc8785.dumps(payload), ec.ECDSA(hashes.SHA256()))
         return {**payload, "set": signature}
 
@@ -317,14 +359,16 @@ class FakeSigstore:
 
     def bundle_tlog_entry(self, entry: dict[str, Any], *, with_proof: bool = True) -> dict[str, Any]:
         """The protobuf-specs JSON form, with a one-leaf inclusion proof and a checkpoint signed by the log."""
+        body = json.loads(base64.b64decode(entry["body"]))
         out: dict[str, Any] = {
             "logIndex": str(entry["logIndex"]),
             "logId": {"keyId": b64(self.log_id)},
-            "kindVersion": {"kind": json.loads(base64.b64decode(entry["body"]))["kind"], "version": "0.0.1"},
+            "kindVersion": {"kind": body["kind"], "version": body["apiVersion"]},
             "integratedTime": str(entry["integratedTime"]),
-            "inclusionPromise": {"signedEntryTimestamp": b64(entry["set"])},
             "canonicalizedBody": entry["body"],
         }
+        if "set" in entry:
+            out["inclusionPromise"] = {"signedEntryTimestamp": b64(entry["set"])}
         if with_proof:
             root = hashlib.sha256(b"\x00" + base64.b64decode(entry["body"])).digest()
             note = f"rekor.referee.test - 1\n1\n{b64(root)}\n"
@@ -349,11 +393,20 @@ class FakeSigstore:
         cert: x509.Certificate | None = None,
         integrated_time: int | None = None,
         with_proof: bool = True,
+        rekor: str = "v1",
     ) -> bytes:
-        """A v0.3 bundle with a DSSE envelope, a ``dsse`` 0.0.1 log entry, certificate or public-key hint."""
+        """A v0.3 bundle with a DSSE envelope, certificate or public-key hint, and a ``dsse`` 0.0.1 log entry
+        (``rekor="v1"``), or Rekor v2's ``hashedrekord`` 0.0.2 over the PAE (``"v2"``) or ``dsse`` 0.0.2
+        (``"v2-dsse"``) without a SET."""
         envelope, signature = sign_dsse(key, payload)
-        verifier = pem_cert(cert) if cert is not None else pem_public(key)
-        entry = self.log_entry(self.dsse_entry(envelope, payload, signature, verifier), integrated_time)
+        if rekor == "v1":
+            verifier = pem_cert(cert) if cert is not None else pem_public(key)
+            entry = self.log_entry(self.dsse_entry(envelope, payload, signature, verifier), integrated_time)
+        elif rekor == "v2":
+            digest = hashlib.sha256(pae(INTOTO, payload)).digest()
+            entry = self.log_entry(self.hashedrekord_v2(digest, signature, self.v2_verifier(key, cert)), promise=False)
+        else:
+            entry = self.log_entry(self.dsse_v2(payload, signature, self.v2_verifier(key, cert)), promise=False)
         return self._bundle(json.loads(envelope), "dsseEnvelope", cert, entry, with_proof)
 
     def message_bundle(
@@ -363,11 +416,16 @@ class FakeSigstore:
         *,
         cert: x509.Certificate | None = None,
         integrated_time: int | None = None,
+        rekor: str = "v1",
     ) -> bytes:
-        """A v0.3 bundle signing a SHA-256 ``digest`` (message signature, ``hashedrekord`` entry)."""
+        """A v0.3 bundle signing a SHA-256 ``digest`` (message signature, ``hashedrekord`` 0.0.1 entry, or
+        0.0.2 without a SET for ``rekor="v2"``)."""
         signature = key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
-        verifier = pem_cert(cert) if cert is not None else pem_public(key)
-        entry = self.log_entry(self.hashedrekord(digest, signature, verifier), integrated_time)
+        if rekor == "v2":
+            entry = self.log_entry(self.hashedrekord_v2(digest, signature, self.v2_verifier(key, cert)), promise=False)
+        else:
+            verifier = pem_cert(cert) if cert is not None else pem_public(key)
+            entry = self.log_entry(self.hashedrekord(digest, signature, verifier), integrated_time)
         content = {"messageDigest": {"algorithm": "SHA2_256", "digest": b64(digest)}, "signature": b64(signature)}
         return self._bundle(content, "messageSignature", cert, entry, True)
 

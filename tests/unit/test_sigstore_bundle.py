@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -205,6 +206,64 @@ def test_generated_public_key_dsse_bundle(tmp_path: Path) -> None:
     with pytest.raises(Rejected) as info:
         checker.verify(json.dumps(tampered).encode(), SUBJECT, REF)
     assert "does not verify" in info.value.reason
+
+
+@pytest.mark.parametrize("form", ["message", "v2", "v2-dsse"])
+def test_rekor_v2_entries_bind_public_key_bundles(tmp_path: Path, form: str) -> None:
+    """Rekor v2 records a message signature as ``hashedrekord`` 0.0.2, a DSSE envelope as ``hashedrekord``
+    0.0.2 over its PAE or as ``dsse`` 0.0.2, with no SET: the inclusion proof and the checkpoint signed by the
+    log prove inclusion, and the body must name this signature, this key and these bytes."""
+    fake = FakeSigstore()
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "key.pub").write_bytes(pem_public(key))
+    checker = _checker(_fake_root(tmp_path, fake), keys=[str(tmp_path / "key.pub")])
+    if form == "message":
+        raw = fake.message_bundle(key, bytes.fromhex(SUBJECT[7:]), rekor="v2")
+    else:
+        raw = fake.dsse_bundle(key, statement(SUBJECT, "https://sigstore.dev/cosign/sign/v1", {}), rekor=form)
+    doc = json.loads(raw)
+    [entry] = doc["verificationMaterial"]["tlogEntries"]
+    assert entry["kindVersion"]["version"] == "0.0.2" and "inclusionPromise" not in entry
+    facts = checker.verify(raw, SUBJECT, REF).facts
+    assert facts["signer"] == "key" and facts["tlogVerified"] is True
+
+    def rewritten(change: Any) -> bytes:
+        """The bundle with its log entry body changed (and the one-leaf proof and checkpoint re-made)."""
+        body = json.loads(base64.b64decode(entry["canonicalizedBody"]))
+        change(body["spec"])
+        fresh = {"body": base64.b64encode(json.dumps(body).encode()).decode(), "integratedTime": 0, "logIndex": 9}
+        forged = json.loads(raw)
+        forged["verificationMaterial"]["tlogEntries"] = [fake.bundle_tlog_entry({**fresh, "logID": ""})]
+        return json.dumps(forged).encode()
+
+    other = ec.generate_private_key(ec.SECP256R1())
+    inner = "hashedRekordV002" if form != "v2-dsse" else "dsseV002"
+
+    def other_signer(spec: dict[str, Any]) -> None:
+        signatures = spec[inner].get("signatures") or [spec[inner]["signature"]]
+        signatures[0]["verifier"] = fake.v2_verifier(other, None)
+
+    def other_hash(spec: dict[str, Any]) -> None:
+        field = spec[inner].get("data") or spec[inner]["payloadHash"]
+        field["digest"] = base64.b64encode(b"\x00" * 32).decode()
+
+    def other_signature(spec: dict[str, Any]) -> None:
+        signatures = spec[inner].get("signatures") or [spec[inner]["signature"]]
+        signatures[0]["content"] = base64.b64encode(b"\x30\x00").decode()
+
+    for change, reason in [
+        (other_signer, "Rekor entry records another signature or signer"),
+        (other_hash, "Rekor entry records another payload hash"),
+        (other_signature, "Rekor entry records another signature or signer"),
+    ]:
+        with pytest.raises(Rejected) as info:
+            checker.verify(rewritten(change), SUBJECT, REF)
+        assert reason in info.value.reason, change.__name__
+    unproven = json.loads(raw)
+    del unproven["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
+    with pytest.raises(Rejected) as info:
+        checker.verify(json.dumps(unproven).encode(), SUBJECT, REF)
+    assert "neither a signed entry timestamp nor an inclusion proof" in info.value.reason
 
 
 @pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
