@@ -575,6 +575,75 @@ async def test_a_crl_of_another_scope_proves_nothing(
     assert good.succeeded, good.reason
 
 
+def _delta_crl(
+    issuer: ns.Issued,
+    number: int,
+    revoked: list[tuple[int, x509.ReasonFlags | None]],
+    next_update: dt.datetime,
+    base_number: int = 1,
+) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(ns.EPOCH + dt.timedelta(days=number))
+        .next_update(next_update)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(x509.DeltaCRLIndicator(base_number), critical=True)
+    )
+    for serial, reason in revoked:
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(ns.EPOCH + dt.timedelta(days=40))
+        if reason is not None:
+            entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    return builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+
+
+async def test_delta_crls_must_be_current_and_the_newest_applies(tmp_path: Path) -> None:
+    """A base CRL that names a delta is used only with a current delta for it; an expired delta is never used
+    (replaying an old delta must not hide a revocation) and among current ones the highest number wins."""
+    cdp = x509.CRLDistributionPoints(
+        [x509.DistributionPoint([x509.UniformResourceIdentifier("http://crl.invalid/ci.crl")], None, None, None)]
+    )
+    pki = ns.TestPki.create("delta", extra=[(cdp, False)])
+    envelope = sign(ns.sign_jws, pki)
+    leaf = pki.leaf.cert.serial_number
+    freshest = x509.FreshestCRL(
+        [x509.DistributionPoint([x509.UniformResourceIdentifier("http://crl.invalid/delta.crl")], None, None, None)]
+    )
+    later = NOW + dt.timedelta(days=7)
+    files = {
+        "base.crl": _crl(pki.intermediate, [], later, [(freshest, False)]),
+        "base-listing.crl": _crl(pki.intermediate, [leaf], later, [(freshest, False)]),
+        "expired-11.crl": _delta_crl(pki.intermediate, 11, [], NOW - dt.timedelta(days=1)),
+        "current-12.crl": _delta_crl(pki.intermediate, 12, [(leaf, None)], later),
+        "current-13-empty.crl": _delta_crl(pki.intermediate, 13, [], later),
+        "unhold-12.crl": _delta_crl(pki.intermediate, 12, [(leaf, x509.ReasonFlags.remove_from_crl)], later),
+        "other-base.crl": _delta_crl(pki.intermediate, 12, [], later, base_number=5),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+
+    async def status(*names: str) -> Any:
+        return await check(tmp_path, pki, envelope, JWS, revocation={"crlFiles": [str(tmp_path / n) for n in names]})
+
+    missing = await status("base.crl")
+    assert "the base CRL requires a delta CRL that is unavailable" in missing.reason
+    for order in (["expired-11.crl", "current-12.crl"], ["current-12.crl", "expired-11.crl"]):
+        revoked = await status("base.crl", *order)
+        assert "is revoked" in revoked.reason, order
+    only_expired = await status("base.crl", "expired-11.crl")
+    assert not only_expired.succeeded
+    assert "delta crl file: delta CRL is not current" in only_expired.reason
+    newest = await status("base.crl", "current-12.crl", "current-13-empty.crl")
+    assert newest.succeeded, newest.reason
+    wrong_base = await status("base.crl", "other-base.crl")
+    assert "delta CRL does not apply to base CRL number 1" in wrong_base.reason
+    removed = await status("base-listing.crl", "unhold-12.crl")
+    assert removed.succeeded, removed.reason
+
+
 def _ocsp_with_two_answers(
     pki: ns.TestPki, first: tuple[x509.Certificate, Any], second: tuple[x509.Certificate, Any]
 ) -> bytes:
@@ -643,6 +712,7 @@ def test_ocsp_answer_is_picked_by_serial_and_issuer_among_several(leaf_first: bo
         pki.leaf.cert, other_issuer.intermediate.cert, data, NOW, None, "http://ocsp", notes
     )
     assert status is None
+    assert notes[-1] == "http://ocsp: OCSP response is for another certificate"
 
 
 async def test_online_revocation_only_contacts_allowed_hosts(tmp_path: Path) -> None:

@@ -209,14 +209,21 @@ def _is_ca(cert: x509.Certificate) -> bool:
     return isinstance(value, x509.BasicConstraints) and value.ca
 
 
+def _unsupported_critical(crl: x509.CertificateRevocationList) -> str | None:
+    for extension in crl.extensions:
+        if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
+            return f"the CRL has an unsupported critical extension {extension.oid.dotted_string}"
+    return None
+
+
 def _crl_scope_problem(
     crl: x509.CertificateRevocationList, cert: x509.Certificate, crl_urls: Sequence[str]
 ) -> str | None:
     """Why ``crl`` cannot speak for ``cert`` (RFC 5280 §5.2.5, §6.3.3 b): its absence from a CRL of another
     scope proves nothing. None when the CRL covers the certificate."""
-    for extension in crl.extensions:
-        if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
-            return f"the CRL has an unsupported critical extension {extension.oid.dotted_string}"
+    critical = _unsupported_critical(crl)
+    if critical is not None:
+        return critical
     idp = _extension_value(crl, ExtensionOID.ISSUING_DISTRIBUTION_POINT)
     if not isinstance(idp, x509.IssuingDistributionPoint):
         return None
@@ -401,7 +408,7 @@ class RevocationChecker:
             notes.append("no CRL could be obtained")
             return None
         base = max(bases, key=lambda c: c.last_update_utc)
-        delta = await self._delta(base, cert, issuer, urls, notes)
+        delta = await self._delta(base, issuer, now, notes)
         if delta is False:
             return CertStatus(subject, UNKNOWN, "crl", "; ".join(notes))
         entry = base.get_revoked_certificate_by_serial_number(cert.serial_number)
@@ -413,6 +420,10 @@ class RevocationChecker:
         if delta_entry is not None:
             removed = _entry_reason(delta_entry) == x509.ReasonFlags.remove_from_crl
             entry = None if removed else delta_entry
+        for listed in (e for e in (entry, delta_entry) if e is not None):
+            if any(ext.critical and isinstance(ext.value, x509.UnrecognizedExtension) for ext in listed.extensions):
+                notes.append(f"the CRL entry for this certificate has an unsupported critical extension ({source})")
+                return CertStatus(subject, UNKNOWN, "crl", "; ".join(notes))
         if entry is not None:
             when = _entry_date(entry)
             if signing_time is not None and signing_time < when:
@@ -438,38 +449,54 @@ class RevocationChecker:
         return problem is None
 
     async def _delta(
-        self,
-        base: x509.CertificateRevocationList,
-        cert: x509.Certificate,
-        issuer: x509.Certificate,
-        urls: Sequence[str],
-        notes: list[str],
+        self, base: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, notes: list[str]
     ) -> x509.CertificateRevocationList | bool | None:
-        """The delta CRL a base CRL points to; ``False`` when one is required but unavailable."""
+        """The newest current delta CRL for ``base`` (RFC 5280 §5.2.4, §6.3.3 c); ``False`` when the base names
+        one and none is usable: an old or expired delta must not hide a later revocation."""
         freshest = _extension_value(base, ExtensionOID.FRESHEST_CRL)
         if not isinstance(freshest, x509.FreshestCRL):
             return None
         base_number = _crl_number(base)
-        candidates = [c for c in self.config.crls if self._is_delta(c) and _crl_signed_by(c, issuer)]
-        if not candidates and self.config.mode == "online":
-            for point in freshest:
-                for name in point.full_name or ():
-                    if isinstance(name, x509.UniformResourceIdentifier):
-                        crl = await self._download_crl(name.value, issuer, notes)
-                        if crl is not None and self._is_delta(crl):
-                            candidates.append(crl)
-        for delta in candidates:
-            if not self._in_scope(delta, cert, urls, "delta crl", notes):
-                continue
+        base_scope = _extension_value(base, ExtensionOID.ISSUING_DISTRIBUTION_POINT)
+
+        def usable(delta: x509.CertificateRevocationList, source: str) -> bool:
             indicator = _extension_value(delta, ExtensionOID.DELTA_CRL_INDICATOR)
             number = _crl_number(delta)
-            if (
+            if not (
                 isinstance(indicator, x509.DeltaCRLIndicator)
                 and base_number is not None
                 and number is not None
                 and indicator.crl_number <= base_number < number
             ):
-                return delta
+                notes.append(f"{source}: delta CRL does not apply to base CRL number {base_number}")
+                return False
+            if _extension_value(delta, ExtensionOID.ISSUING_DISTRIBUTION_POINT) != base_scope:
+                notes.append(f"{source}: delta CRL scope differs from the base CRL's")
+                return False
+            critical = _unsupported_critical(delta)
+            if critical is not None:
+                notes.append(f"{source}: {critical}")
+                return False
+            next_update = delta.next_update_utc
+            if next_update is None or now > next_update or delta.last_update_utc > now:
+                notes.append(f"{source}: delta CRL is not current (nextUpdate {next_update})")
+                return False
+            return True
+
+        candidates = [
+            c
+            for c in self.config.crls
+            if self._is_delta(c) and _crl_signed_by(c, issuer) and usable(c, "delta crl file")
+        ]
+        if not candidates and self.config.mode == "online":
+            for point in freshest:
+                for name in point.full_name or ():
+                    if isinstance(name, x509.UniformResourceIdentifier):
+                        crl = await self._download_crl(name.value, issuer, notes)
+                        if crl is not None and self._is_delta(crl) and usable(crl, name.value):
+                            candidates.append(crl)
+        if candidates:
+            return max(candidates, key=lambda c: _crl_number(c) or 0)
         notes.append("the base CRL requires a delta CRL that is unavailable")
         return False
 
