@@ -115,12 +115,9 @@ class BundleChecker:
         if ("dsseEnvelope" in doc) == ("messageSignature" in doc):
             raise Rejected("bundle must hold exactly one of dsseEnvelope or messageSignature")
         material = doc["verificationMaterial"]
-        entries = material.get("tlogEntries") or []
-        kinds = {
-            (str(e.get("kindVersion", {}).get("kind")), str(e.get("kindVersion", {}).get("version")))
-            for e in entries
-            if isinstance(e, dict)
-        }
+        entries = _list(material.get("tlogEntries"), "tlogEntries")
+        _list(get_path(material, "timestampVerificationData", "rfc3161Timestamps"), "rfc3161Timestamps")
+        kinds = {(str(get_path(e, "kindVersion", "kind")), str(get_path(e, "kindVersion", "version"))) for e in entries}
         keyless = "certificate" in material or "x509CertificateChain" in material
         base = {"bundleMediaType": media_type, "content": "dsse-envelope" if "dsseEnvelope" in doc else "message"}
         if keyless and self.sigstore is not None and entries and kinds <= _SIGSTORE_KINDS:
@@ -197,8 +194,8 @@ class BundleChecker:
             cert, chain = certs[0], tuple(certs[1:])
         elif "publicKey" not in material:
             raise Rejected("bundle has neither a certificate nor a public key")
-        tlog = tuple(_tlog_entry(e) for e in (material.get("tlogEntries") or [])[:16])
-        stamps = get_path(material, "timestampVerificationData", "rfc3161Timestamps") or []
+        tlog = tuple(_tlog_entry(e) for e in _list(material.get("tlogEntries"), "tlogEntries")[:16])
+        stamps = _list(get_path(material, "timestampVerificationData", "rfc3161Timestamps"), "rfc3161Timestamps")
         timestamps = tuple(b64decode(get_path(s, "signedTimestamp"), "RFC 3161 timestamp") for s in stamps[:16])
 
         def evidence(signature: bytes, signed: bytes, prehashed: bool, bind: Any) -> Evidence:
@@ -249,6 +246,14 @@ class BundleChecker:
             return BundleOutcome({**facts, "verifiedWith": "referee"}, statement)
         assert failure is not None
         raise failure
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Rejected(f"bundle {what} is not a list")
+    return value
 
 
 def _int(value: object, what: str) -> int:

@@ -638,15 +638,23 @@ class Signer:
     certificate: x509.Certificate | None
 
 
+def _certificate_names(cert: x509.Certificate, signer: Signer) -> bool:
+    """A certificate recorded in a log entry is the signer's certificate, or (key signer) carries its key."""
+    if signer.certificate is not None:
+        return cert == signer.certificate
+    try:
+        return spki(cert.public_key()) == spki(signer.key)  # type: ignore[arg-type]
+    except (UnsupportedAlgorithm, ValueError):
+        return False
+
+
 def _same_signer(pem: bytes, signer: Signer) -> bool:
     if b"CERTIFICATE" in pem:
         try:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError:
             return False
-        if signer.certificate is not None:
-            return cert == signer.certificate
-        return spki(cert.public_key()) == spki(signer.key)  # type: ignore[arg-type]
+        return _certificate_names(cert, signer)
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm):
@@ -683,9 +691,7 @@ def _v2_signer_matches(verifier: object, signer: Signer) -> bool:
             cert = x509.load_der_x509_certificate(b64decode(cert_b64, "Rekor verifier"))
         except ValueError:
             return False
-        if signer.certificate is not None:
-            return cert == signer.certificate
-        return spki(cert.public_key()) == spki(signer.key)  # type: ignore[arg-type]
+        return _certificate_names(cert, signer)
     key_b64 = get_path(verifier, "publicKey", "rawBytes")
     return key_b64 is not None and b64decode(key_b64, "Rekor verifier") == spki(signer.key)
 

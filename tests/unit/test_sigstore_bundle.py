@@ -266,6 +266,35 @@ def test_rekor_v2_entries_bind_public_key_bundles(tmp_path: Path, form: str) -> 
     assert "neither a signed entry timestamp nor an inclusion proof" in info.value.reason
 
 
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda m: m["tlogEntries"][0].update(kindVersion=None), None),
+        (lambda m: m.update(tlogEntries={"0": {}}), "bundle tlogEntries is not a list"),
+        (lambda m: m.update(timestampVerificationData={"rfc3161Timestamps": {}}), "rfc3161Timestamps is not a list"),
+    ],
+    ids=["null-kind", "entries-object", "timestamps-object"],
+)
+@pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
+def test_malformed_verification_material_is_a_rejection_not_a_crash(
+    tmp_path: Path, damage: Any, reason: str | None, sigstore: bool
+) -> None:
+    fake = FakeSigstore()
+    identity = {"identity": "dev@example.com", "issuer": "https://issuer.example"}
+    key, cert = fake.issue(identity["identity"], identity["issuer"])
+    checker = _checker(_fake_root(tmp_path, fake), identities=[identity])
+    if not sigstore:
+        checker = dataclasses.replace(checker, sigstore=None)
+    doc = json.loads(fake.message_bundle(key, bytes.fromhex(SUBJECT[7:]), cert=cert))
+    damage(doc["verificationMaterial"])
+    if reason is None:  # kindVersion is a hint: the logged body says what the entry is
+        assert checker.verify(json.dumps(doc).encode(), SUBJECT, REF).facts["identity"] == identity["identity"]
+        return
+    with pytest.raises(Rejected) as info:
+        checker.verify(json.dumps(doc).encode(), SUBJECT, REF)
+    assert reason in info.value.reason
+
+
 @pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
 def test_generated_keyless_bundles(tmp_path: Path, sigstore: bool) -> None:
     fake = FakeSigstore()
