@@ -30,6 +30,7 @@ from dataclasses import dataclass
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
 _OPERATORS = frozenset({"and", "or", "with"})
 _SPECIAL = frozenset({"noassertion", "none"})
+_WITH = re.compile(r"\s+with\s+", re.IGNORECASE)
 _GNU = re.compile(r"^(a?gpl|lgpl|gfdl)-(\d+\.\d+)(\+|-only|-or-later)?$", re.IGNORECASE)
 
 
@@ -185,14 +186,15 @@ class LicenseDenyList:
         for entry in entries:
             if not entry.strip():
                 continue
-            base, sep, exc = entry.partition(" WITH ")
+            out.add(" ".join(entry.split()).casefold())
+            base, *exception = _WITH.split(entry.strip(), maxsplit=1)
             for form in _deny_forms(base):
-                out.add(f"{form} with {exc.strip().casefold()}" if sep else form)
+                out.add(f"{form} with {exception[0].strip().casefold()}" if exception else form)
         return cls(frozenset(out))
 
     def _term_denied(self, term: Term, ref_names: Mapping[str, str]) -> bool:
         if term.is_name:
-            return term.value.strip().casefold() in self.entries
+            return " ".join(term.value.split()).casefold() in self.entries
         base = normalise_license_id(term.value)
         if base in self.entries:
             return True

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from provider.metadata.common import MetadataError
-from provider.metadata.licenses import LicenseDenyList, normalise_license_id, parse_license_expression
+from provider.metadata.licenses import (
+    LicenseDenyList,
+    license_name,
+    normalise_license_id,
+    parse_license_expression,
+)
 from provider.metadata.purl import parse_purl, purl_matches
 from provider.metadata.sbom import SbomPolicy, evaluate_sbom, parse_package_rule, parse_sbom
 from provider.metadata.versions import compare_versions, parse_range
@@ -158,6 +163,7 @@ def test_cyclonedx_nested_components_expressions_and_in_toto_wrapping() -> None:
         ("GPL-3.0-only", ["GPL-3.0"], True),
         ("LGPL-2.1-or-later WITH Classpath-exception-2.0", ["LGPL-2.1 WITH Classpath-exception-2.0"], True),
         ("GPL-3.0-or-later", ["GPL-2.0"], False),
+        ("GPL-2.0-only WITH Classpath-exception-2.0", ["gpl-2.0 with classpath-exception-2.0"], True),
         ("LicenseRef-Proprietary", ["licenseref-proprietary"], True),
         ("NOASSERTION", ["GPL-2.0-only"], False),
         ("NOASSERTION", ["NOASSERTION"], True),
@@ -279,3 +285,12 @@ def test_package_rules_by_name_purl_and_range() -> None:
         parse_package_rule({"name": "a", "purl": "pkg:npm/a"})
     with pytest.raises(MetadataError, match="unknown keys"):
         parse_package_rule({"name": "a", "version": "1"})
+
+
+def test_free_text_names_match_deny_entries_as_written() -> None:
+    """A CycloneDX ``license.name`` is compared with each deny entry as written (case and spacing aside),
+    including entries that look like expressions."""
+    deny = LicenseDenyList.of(["GPL-2.0 WITH Classpath-exception-2.0", "GPLv3+"])
+    assert deny.judge(license_name("gpl-2.0  with classpath-exception-2.0"))[0] is True
+    assert deny.judge(license_name("GPLV3+"))[0] is True
+    assert deny.judge(license_name("GPLv3"))[0] is False
