@@ -208,6 +208,18 @@ def test_generated_public_key_dsse_bundle(tmp_path: Path) -> None:
     assert "does not verify" in info.value.reason
 
 
+def _keyless_setup(tmp_path: Path, sigstore: bool) -> tuple[FakeSigstore, dict[str, str], Any, Any, Any]:
+    """A fake Sigstore, one identity with its key and certificate, and a checker trusting them (through
+    sigstore-python, or with it switched off so the hand-written path runs)."""
+    fake = FakeSigstore()
+    identity = {"identity": "dev@example.com", "issuer": "https://issuer.example"}
+    key, cert = fake.issue(identity["identity"], identity["issuer"])
+    checker = _checker(_fake_root(tmp_path, fake), identities=[identity])
+    if not sigstore:
+        checker = dataclasses.replace(checker, sigstore=None)
+    return fake, identity, key, cert, checker
+
+
 @pytest.mark.parametrize("form", ["message", "v2", "v2-dsse"])
 def test_rekor_v2_entries_bind_public_key_bundles(tmp_path: Path, form: str) -> None:
     """Rekor v2 records a message signature as ``hashedrekord`` 0.0.2, a DSSE envelope as ``hashedrekord``
@@ -279,12 +291,7 @@ def test_rekor_v2_entries_bind_public_key_bundles(tmp_path: Path, form: str) -> 
 def test_malformed_verification_material_is_a_rejection_not_a_crash(
     tmp_path: Path, damage: Any, reason: str | None, sigstore: bool
 ) -> None:
-    fake = FakeSigstore()
-    identity = {"identity": "dev@example.com", "issuer": "https://issuer.example"}
-    key, cert = fake.issue(identity["identity"], identity["issuer"])
-    checker = _checker(_fake_root(tmp_path, fake), identities=[identity])
-    if not sigstore:
-        checker = dataclasses.replace(checker, sigstore=None)
+    fake, identity, key, cert, checker = _keyless_setup(tmp_path, sigstore)
     doc = json.loads(fake.message_bundle(key, bytes.fromhex(SUBJECT[7:]), cert=cert))
     damage(doc["verificationMaterial"])
     if reason is None:  # kindVersion is a hint: the logged body says what the entry is
@@ -297,12 +304,7 @@ def test_malformed_verification_material_is_a_rejection_not_a_crash(
 
 @pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
 def test_generated_keyless_bundles(tmp_path: Path, sigstore: bool) -> None:
-    fake = FakeSigstore()
-    identity = {"identity": "dev@example.com", "issuer": "https://issuer.example"}
-    key, cert = fake.issue(identity["identity"], identity["issuer"])
-    checker = _checker(_fake_root(tmp_path, fake), identities=[identity])
-    if not sigstore:
-        checker = dataclasses.replace(checker, sigstore=None)
+    fake, identity, key, cert, checker = _keyless_setup(tmp_path, sigstore)
     message = fake.message_bundle(key, bytes.fromhex(SUBJECT[7:]), cert=cert)
     assert checker.verify(message, SUBJECT, REF).facts["identity"] == "dev@example.com"
     dsse = fake.dsse_bundle(
