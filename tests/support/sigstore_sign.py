@@ -153,7 +153,7 @@ class FakeSigstore:
         return hashlib.sha256(der).digest()
 
     def trusted_root(self) -> bytes:
-        """A ``trusted_root.json`` with this CA and Rekor key (no CT logs, no TSAs)."""
+        """A ``trusted_root.json`` with this CA, Rekor key and CT log key (no TSAs)."""
         der = self.rekor_key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
