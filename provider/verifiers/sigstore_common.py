@@ -702,15 +702,24 @@ def _bind_v2_signature(recorded: object, signature: bytes, signer: Signer) -> bo
     )
 
 
-def _bind_hashedrekord_v2(body: Mapping[str, Any], signed: bytes, signature: bytes, signer: Signer) -> None:
-    """``hashedrekord`` 0.0.2 (Rekor v2): the entry records the hash of ``signed`` (with the algorithm it names),
-    this signature and this signer. Rekor v2 records a DSSE envelope this way too, hashing its PAE."""
+def _v2_hash_matches(recorded: object, digest_of: Callable[[str], bytes | None]) -> bool:
+    """A Rekor v2 ``HashOutput`` (``{algorithm, digest}``) holds ``digest_of(algorithm)``; None refuses it."""
+    algorithm = get_path(recorded, "algorithm")
+    expected = digest_of(algorithm) if isinstance(algorithm, str) else None
+    return expected is not None and b64decode(get_path(recorded, "digest"), "Rekor digest") == expected
+
+
+def _digests_of(data: bytes) -> Callable[[str], bytes | None]:
+    return lambda algorithm: _V2_HASHES[algorithm](data).digest() if algorithm in _V2_HASHES else None
+
+
+def _bind_hashedrekord_v2(
+    body: Mapping[str, Any], digest_of: Callable[[str], bytes | None], signature: bytes, signer: Signer
+) -> None:
+    """``hashedrekord`` 0.0.2 (Rekor v2): the entry records the digest of the signed bytes, this signature and
+    this signer. Rekor v2 records a DSSE envelope this way too, hashing its PAE."""
     spec = get_path(body, "spec", "hashedRekordV002")
-    algorithm = get_path(spec, "data", "algorithm")
-    hasher = _V2_HASHES.get(algorithm) if isinstance(algorithm, str) else None
-    if hasher is None:
-        raise Rejected(f"Rekor entry hash algorithm {algorithm!r} is not supported")
-    if b64decode(get_path(spec, "data", "digest"), "Rekor digest") != hasher(signed).digest():
+    if not _v2_hash_matches(get_path(spec, "data"), digest_of):
         raise Rejected("Rekor entry records another payload hash")
     if not _bind_v2_signature(get_path(spec, "signature"), signature, signer):
         raise Rejected("Rekor entry records another signature or signer")
@@ -720,13 +729,7 @@ def bind_message(body: Mapping[str, Any], digest: bytes, signature: bytes, signe
     """``hashedrekord`` 0.0.1 or 0.0.2: the entry records sha256 of the signed bytes, this signature and this
     signer."""
     if _kind(body) == "hashedrekord 0.0.2":
-        spec = get_path(body, "spec", "hashedRekordV002")
-        if get_path(spec, "data", "algorithm") != "SHA2_256":
-            raise Rejected("Rekor entry records another payload hash")
-        if b64decode(get_path(spec, "data", "digest"), "Rekor digest") != digest:
-            raise Rejected("Rekor entry records another payload hash")
-        if not _bind_v2_signature(get_path(spec, "signature"), signature, signer):
-            raise Rejected("Rekor entry records another signature or signer")
+        _bind_hashedrekord_v2(body, lambda algorithm: digest if algorithm == "SHA2_256" else None, signature, signer)
         return
     if _kind(body) != "hashedrekord 0.0.1":
         raise Rejected(f"Rekor entry kind {_kind(body)} does not record a message signature")
@@ -747,14 +750,11 @@ def bind_dsse(body: Mapping[str, Any], payload_type: str, payload: bytes, signat
     payload hash, signature (where recorded) and signer."""
     kind = _kind(body)
     if kind == "hashedrekord 0.0.2":
-        _bind_hashedrekord_v2(body, pae(payload_type, payload), signature, signer)
+        _bind_hashedrekord_v2(body, _digests_of(pae(payload_type, payload)), signature, signer)
         return
     if kind == "dsse 0.0.2":
         spec = get_path(body, "spec", "dsseV002")
-        algorithm = get_path(spec, "payloadHash", "algorithm")
-        hasher = _V2_HASHES.get(algorithm) if isinstance(algorithm, str) else None
-        recorded = get_path(spec, "payloadHash", "digest")
-        if hasher is None or b64decode(recorded, "Rekor payload hash") != hasher(payload).digest():
+        if not _v2_hash_matches(get_path(spec, "payloadHash"), _digests_of(payload)):
             raise Rejected("Rekor entry records another payload hash")
         signatures = get_path(spec, "signatures")
         if not isinstance(signatures, list) or not any(_bind_v2_signature(s, signature, signer) for s in signatures):

@@ -209,10 +209,11 @@ def _is_ca(cert: x509.Certificate) -> bool:
     return isinstance(value, x509.BasicConstraints) and value.ca
 
 
-def _unsupported_critical(crl: x509.CertificateRevocationList) -> str | None:
-    for extension in crl.extensions:
+def _unsupported_critical(extensions: x509.Extensions, what: str) -> str | None:
+    """Why a CRL (or a CRL entry) cannot be used: a critical extension Referee cannot process (RFC 5280 §5.2, §5.3)."""
+    for extension in extensions:
         if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
-            return f"the CRL has an unsupported critical extension {extension.oid.dotted_string}"
+            return f"{what} has an unsupported critical extension {extension.oid.dotted_string}"
     return None
 
 
@@ -221,7 +222,7 @@ def _crl_scope_problem(
 ) -> str | None:
     """Why ``crl`` cannot speak for ``cert`` (RFC 5280 §5.2.5, §6.3.3 b): its absence from a CRL of another
     scope proves nothing. None when the CRL covers the certificate."""
-    critical = _unsupported_critical(crl)
+    critical = _unsupported_critical(crl.extensions, "the CRL")
     if critical is not None:
         return critical
     idp = _extension_value(crl, ExtensionOID.ISSUING_DISTRIBUTION_POINT)
@@ -421,8 +422,9 @@ class RevocationChecker:
             removed = _entry_reason(delta_entry) == x509.ReasonFlags.remove_from_crl
             entry = None if removed else delta_entry
         for listed in (e for e in (entry, delta_entry) if e is not None):
-            if any(ext.critical and isinstance(ext.value, x509.UnrecognizedExtension) for ext in listed.extensions):
-                notes.append(f"the CRL entry for this certificate has an unsupported critical extension ({source})")
+            critical = _unsupported_critical(listed.extensions, "the CRL entry for this certificate")
+            if critical is not None:
+                notes.append(f"{critical} ({source})")
                 return CertStatus(subject, UNKNOWN, "crl", "; ".join(notes))
         if entry is not None:
             when = _entry_date(entry)
@@ -473,7 +475,7 @@ class RevocationChecker:
             if _extension_value(delta, ExtensionOID.ISSUING_DISTRIBUTION_POINT) != base_scope:
                 notes.append(f"{source}: delta CRL scope differs from the base CRL's")
                 return False
-            critical = _unsupported_critical(delta)
+            critical = _unsupported_critical(delta.extensions, "the CRL")
             if critical is not None:
                 notes.append(f"{source}: {critical}")
                 return False
