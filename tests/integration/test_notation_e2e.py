@@ -28,10 +28,11 @@ from tests.support.content import (
     push_image,
     push_manifest,
 )
+from tests.support.paths import VECTORS as SHARED_VECTORS
 from tests.support.referee import Pki, items_by_key, running_referee, server_section, write_config
 from tests.support.registry import RegistryProcess
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "notation"
+VECTORS = SHARED_VECTORS / "notation"
 LAYOUTS = VECTORS / "oci-layouts"
 E2E_DIGEST = "sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9"
 NOW = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)

@@ -12,8 +12,9 @@ from provider.verifiers.base import VerifierResult
 from provider.verifiers.notation.config import NotationParams, parse_params
 from provider.verifiers.notation.revocation import RevocationChecker
 from provider.verifiers.notation.verify import verify_signature
+from tests.support.paths import VECTORS as SHARED_VECTORS
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "notation"
+VECTORS = SHARED_VECTORS / "notation"
 NOW = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
 JWS = "application/jose+json"
 COSE = "application/cose"

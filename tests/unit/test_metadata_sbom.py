@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,9 @@ from provider.metadata.licenses import (
 from provider.metadata.purl import parse_purl, purl_matches
 from provider.metadata.sbom import SbomPolicy, evaluate_sbom, parse_package_rule, parse_sbom
 from provider.metadata.versions import compare_versions, parse_range
+from tests.support.paths import VECTORS as SHARED_VECTORS
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "sbom"
+VECTORS = SHARED_VECTORS / "sbom"
 
 
 def _load(name: str) -> Any:

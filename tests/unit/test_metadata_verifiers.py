@@ -22,6 +22,7 @@ from provider.reference import parse_reference
 from provider.verifiers.base import Subject, VerificationRequest, Verifier, VerifierResult
 from provider.verifiers.base import verifier_types as registry
 from tests.support.content import make_artifact_manifest, make_image, sha256_digest
+from tests.support.paths import VECTORS as SHARED_VECTORS
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 IMAGE = make_image("metadata-verifiers")
@@ -238,7 +239,7 @@ async def test_vex_siblings_are_read_but_not_claimed(tmp_path: Path) -> None:
 async def test_sbom_verifier_results(tmp_path: Path) -> None:
     verifier = _verifier(tmp_path, {"type": "sbom", "disallowedLicenses": ["GPL-2.0-only"]})
     store = Store()
-    vectors = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "sbom"
+    vectors = SHARED_VECTORS / "sbom"
     syft = store.add(mt.SPDX_JSON, (vectors / "syft-0.76.0.spdx.json").read_bytes())
     result = await _run(verifier, store, syft, [syft])
     assert not result.succeeded and result.details["packageCount"] == 16 and result.details["findingCount"] == 7
@@ -254,7 +255,7 @@ async def test_sbom_verifier_results(tmp_path: Path) -> None:
 async def test_schema_verifier(tmp_path: Path) -> None:
     verifier = _verifier(tmp_path, {"type": "schema", "schema": "sarif-2.1.0", "artifactTypes": [mt.SARIF_JSON]})
     store = Store()
-    vector = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "vuln" / "trivy-scan-report.sarif.json"
+    vector = SHARED_VECTORS / "vuln" / "trivy-scan-report.sarif.json"
     good = store.add(mt.SARIF_JSON, vector.read_bytes())
     assert (await _run(verifier, store, good, [good])).succeeded
     bad = store.add(mt.SARIF_JSON, json.dumps({"version": "2.1.0", "runs": [{"tool": {}}]}).encode())

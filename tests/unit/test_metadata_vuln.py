@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +24,9 @@ from provider.metadata.sarif import (
 )
 from provider.metadata.vulnpolicy import ReportPolicy, check_age, evaluate_report
 from provider.verifiers.schema import build_validator, builtin_schema, validation_errors
+from tests.support.paths import VECTORS as SHARED_VECTORS
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "vuln"
+VECTORS = SHARED_VECTORS / "vuln"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
