@@ -43,6 +43,7 @@ class RegistryHostConfig:
     credentials: Credentials | None = None
     max_concurrency: int | None = None
     referrers_api: str = "auto"
+    token_realms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,15 @@ def _parse_docker_config(node: Node) -> tuple[dict[str, Credentials], frozenset[
     return creds, frozenset(helpers)
 
 
+def _parse_token_realms(node: Node) -> tuple[str, ...]:
+    """Hosts (``host[:port]``) of token services that may receive this registry's credentials."""
+    realms = node.str_list("token_realms")
+    for i, realm in enumerate(realms):
+        if "/" in realm or "@" in realm or "*" in realm or not realm:
+            node.problems.add(f"{node.child_path('tokenRealms')}[{i}]", "must be a host or host:port, no wildcards")
+    return realms
+
+
 def _parse_registries(node: Node) -> RegistriesConfig:
     allow = node.str_list("allow")
     docker_credentials, helpers = _parse_docker_config(node)
@@ -248,6 +258,7 @@ def _parse_registries(node: Node) -> RegistriesConfig:
                 credentials=credentials,
                 max_concurrency=h.integer("max_concurrency", None, minimum=1, maximum=1024),
                 referrers_api=h.string("referrers_api", "auto", choices=("auto", "always", "never")),
+                token_realms=_parse_token_realms(h),
             )
         )
         h.finish()

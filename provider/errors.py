@@ -126,6 +126,13 @@ class InternalError(ProviderError):
     transient = True
 
 
+class ReferrersCappedError(ProviderError):
+    """Referrers were listed beyond ``limits.maxReferrers`` (per artifact type) or a listing limit: the verdict
+    was decided without examining them and says so."""
+
+    code = "REFERRERS_CAPPED"
+
+
 class RequestInvalidError(ProviderError):
     """A ProviderRequest that cannot be served at all."""
 

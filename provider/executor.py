@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -16,23 +17,17 @@ from typing import TypeVar
 import structlog
 
 from provider import deadline, metrics
-from provider import mediatypes as mt
 from provider.cache import ContentCache, SingleFlight, TTLMap
 from provider.config import Config, matches_any
-from provider.errors import NotFoundError, OverloadedError, ProviderError, SubjectMismatchError, UnsupportedError
-from provider.oci import Descriptor, Manifest
+from provider.errors import OverloadedError, ProviderError, UnsupportedError
+from provider.evidence import ConfiguredVerifier, EvidenceCollector
+from provider.oci import Descriptor
 from provider.policies.base import PolicyEnforcer, policy_types
 from provider.reference import ImageRef, parse_reference
 from provider.registry.client import RegistryClient
 from provider.stores.base import ReferrerStore, StoreResources, store_types
-from provider.verdict import ArtifactResult, Verdict
-from provider.verifiers.base import (
-    Subject,
-    VerificationRequest,
-    Verifier,
-    VerifierSpec,
-    verifier_types,
-)
+from provider.verdict import Verdict
+from provider.verifiers.base import Subject, verifier_types
 
 log = structlog.get_logger("referee.executor")
 
@@ -42,12 +37,6 @@ T = TypeVar("T")
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class _ConfiguredVerifier:
-    spec: VerifierSpec
-    verifier: Verifier
 
 
 class Runtime:
@@ -62,11 +51,11 @@ class Runtime:
             plugin = store_types.get(spec.type)
             assert plugin is not None
             self.stores.append((spec.scopes, plugin.create(spec, resources)))
-        self.verifiers: list[_ConfiguredVerifier] = []
+        self.verifiers: list[ConfiguredVerifier] = []
         for vspec in config.verifiers:
             vplugin = verifier_types.get(vspec.type)
             assert vplugin is not None
-            self.verifiers.append(_ConfiguredVerifier(vspec, vplugin.create(vspec)))
+            self.verifiers.append(ConfiguredVerifier(vspec, vplugin.create(vspec)))
         pplugin = policy_types.get(config.policy.type)
         assert pplugin is not None
         self.policy: PolicyEnforcer = pplugin.create(config.policy)
@@ -81,7 +70,7 @@ class Runtime:
                 return store
         raise UnsupportedError(f"no store is configured for {ref.name}")
 
-    def verifiers_for(self, ref: ImageRef) -> list[_ConfiguredVerifier]:
+    def verifiers_for(self, ref: ImageRef) -> list[ConfiguredVerifier]:
         return [v for v in self.verifiers if matches_any(v.spec.scopes, ref.registry, ref.repository)]
 
     async def close(self) -> None:
@@ -99,37 +88,6 @@ async def _bounded(runtime: Runtime, work: Awaitable[T], what: str) -> T:
                 return await work
         except TimeoutError:
             raise deadline.exceeded(what) from None
-
-
-def _check_subject(manifest: Manifest, artifact: Descriptor, subject: Subject) -> None:
-    """A referrer list is not trusted (any pusher can write the tag-schema index): the referrer manifest's own
-    ``subject`` must be the image (or parent artifact) under verification. cosign's legacy tag forms carry no
-    ``subject``; their signed payload binds the digest instead."""
-    if artifact.artifact_type in mt.COSIGN_LEGACY_TYPES:
-        return
-    expected = subject.descriptor.digest
-    if manifest.subject is None:
-        raise SubjectMismatchError(f"referrer {artifact.digest} has no subject; it cannot be evidence for {expected}")
-    if manifest.subject.digest != expected:
-        raise SubjectMismatchError(
-            f"referrer {artifact.digest} was listed for {expected} but its subject is {manifest.subject.digest}"
-        )
-
-
-class _Content:
-    """A verifier's view of the subject's repository (digest-verified, size-limited reads)."""
-
-    def __init__(self, store: ReferrerStore, ref: ImageRef, max_blob_bytes: int) -> None:
-        self._store = store
-        self._ref = ref
-        self._max_blob_bytes = max_blob_bytes
-
-    async def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
-        return await self._store.fetch_manifest(self._ref, descriptor)
-
-    async def fetch_blob(self, descriptor: Descriptor, max_bytes: int | None = None) -> bytes:
-        limit = self._max_blob_bytes if max_bytes is None else min(max_bytes, self._max_blob_bytes)
-        return await self._store.fetch_blob(self._ref, descriptor, limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +118,11 @@ class Engine:
         c = config.cache
         self.verdicts: TTLMap[tuple[str, str, str, str], Verdict] = TTLMap(
             "verdict", c.verdict_max_entries, c.verdict_ttl, self._monotonic
+        )
+        # A denial decided without examining every referrer (a cap was hit) is kept only briefly: a flood of
+        # referrers must not lock an image out for the verdict TTL.
+        self.partial_verdicts: TTLMap[tuple[str, str, str, str], Verdict] = TTLMap(
+            "verdict-partial", c.verdict_max_entries, min(c.verdict_ttl, c.tag_ttl), self._monotonic
         )
         self.tags: TTLMap[tuple[str, str], Descriptor] = TTLMap("tag", c.tag_max_entries, c.tag_ttl, self._monotonic)
         self.subjects: TTLMap[tuple[str, str], Descriptor] = TTLMap(
@@ -250,7 +213,7 @@ class Engine:
         descriptor = await self._resolve(runtime, store, ref)
         pinned = ref.with_digest(descriptor.digest)
         cache_key = (store.name, pinned.name, descriptor.digest, runtime.generation)
-        cached = self.verdicts.get(cache_key)
+        cached = self.verdicts.get(cache_key) or self.partial_verdicts.get(cache_key)
         if cached is not None:
             return cached, True
 
@@ -263,7 +226,10 @@ class Engine:
                 )
             finally:
                 metrics.IN_FLIGHT.dec()
-            self.verdicts.put(cache_key, verdict)
+            if verdict.allowed or verdict.complete:
+                self.verdicts.put(cache_key, verdict)
+            else:
+                self.partial_verdicts.put(cache_key, verdict)
             return verdict
 
         if cache_key not in self._flight:
@@ -272,10 +238,20 @@ class Engine:
 
     async def _verify_subject(self, runtime: Runtime, store: ReferrerStore, subject: Subject) -> Verdict:
         started = time.perf_counter()
-        verifiers = runtime.verifiers_for(subject.ref)
         now = self.clock()
-        results = await self._verify_referrers(runtime, store, subject, subject.descriptor, verifiers, now, 0)
+        collector = EvidenceCollector(
+            store,
+            subject,
+            runtime.verifiers_for(subject.ref),
+            runtime.policy,
+            runtime.config.limits,
+            self._semaphore,
+            now,
+        )
+        results = await collector.collect()
         decision = runtime.policy.decide(subject, results)
+        if not decision.allowed and collector.notes:
+            decision = dataclasses.replace(decision, reason=f"{decision.reason} [{'; '.join(collector.notes[:2])}]")
         verdict = Verdict(
             subject=subject.ref.pinned(),
             digest=subject.descriptor.digest,
@@ -284,129 +260,15 @@ class Engine:
             artifacts=tuple(results),
             verified_at=now.isoformat().replace("+00:00", "Z"),
             config_generation=runtime.generation,
+            notes=tuple(collector.notes),
+            complete=collector.complete,
         )
         log.info(
             "subject_verified",
             subject=verdict.subject,
             allowed=verdict.allowed,
+            complete=verdict.complete,
             artifacts=len(results),
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return verdict
-
-    async def _verify_referrers(
-        self,
-        runtime: Runtime,
-        store: ReferrerStore,
-        subject: Subject,
-        target: Descriptor,
-        verifiers: Sequence[_ConfiguredVerifier],
-        now: datetime,
-        depth: int,
-    ) -> list[ArtifactResult]:
-        limits = runtime.config.limits
-        wanted = frozenset().union(*(v.spec.artifact_types for v in verifiers)) if verifiers else frozenset()
-        if not wanted:
-            return []
-        referrers: dict[str, Descriptor] = {}
-        async for d in store.list_referrers(subject.ref, target, wanted):
-            referrers.setdefault(d.digest, d)
-        ordered = sorted(referrers.values(), key=lambda d: d.annotations.get(mt.ANNOTATION_CREATED, ""), reverse=True)
-        if len(ordered) > limits.max_referrers:
-            log.warning("referrers_capped", subject=subject.ref.pinned(), found=len(ordered), cap=limits.max_referrers)
-            ordered = ordered[: limits.max_referrers]
-        content = _Content(store, subject.ref, limits.max_blob_bytes)
-        # Nested evidence (a signature on an SBOM) is about the parent artifact, not the image.
-        target_subject = (
-            subject
-            if target.digest == subject.descriptor.digest
-            else Subject(subject.ref.with_digest(target.digest), target)
-        )
-        siblings = tuple(ordered)
-        jobs = [
-            self._run_one(runtime, store, target_subject, artifact, v, content, verifiers, now, depth, siblings)
-            for artifact in ordered
-            for v in verifiers
-            if v.verifier.can_verify(artifact)
-        ]
-        gathered = await asyncio.gather(*jobs, return_exceptions=True)
-        results: list[ArtifactResult] = []
-        for item in gathered:
-            if isinstance(item, BaseException):
-                raise item
-            results.append(item)
-        return results
-
-    async def _run_one(
-        self,
-        runtime: Runtime,
-        store: ReferrerStore,
-        subject: Subject,
-        artifact: Descriptor,
-        configured: _ConfiguredVerifier,
-        content: _Content,
-        verifiers: Sequence[_ConfiguredVerifier],
-        now: datetime,
-        depth: int,
-        siblings: tuple[Descriptor, ...],
-    ) -> ArtifactResult:
-        spec = configured.spec
-        artifact_type = artifact.artifact_type or ""
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            async with self._semaphore:
-                manifest = await store.fetch_manifest(subject.ref, artifact)
-                _check_subject(manifest, artifact, subject)
-                request = VerificationRequest(
-                    subject=subject, artifact=artifact, manifest=manifest, content=content, now=now, referrers=siblings
-                )
-                result = await configured.verifier.verify(request)
-            outcome = "success" if result.succeeded else "failure"
-            nested: list[ArtifactResult] = []
-            limits = runtime.config.limits
-            if depth < limits.max_nested_depth and artifact_type in limits.nested_artifact_types:
-                try:
-                    nested = await self._verify_referrers(
-                        runtime, store, subject, manifest.descriptor, verifiers, now, depth + 1
-                    )
-                except ProviderError as exc:
-                    if exc.transient:
-                        raise
-                    reason = f"nested evidence could not be listed: {exc}"
-                    nested = [self._error_result(manifest.descriptor, spec, exc.code, reason)]
-            return ArtifactResult(
-                digest=artifact.digest,
-                artifact_type=artifact_type,
-                verifier=spec.name,
-                verifier_type=spec.type,
-                succeeded=result.succeeded,
-                reason=result.reason,
-                details=result.details,
-                nested=tuple(nested),
-            )
-        except ProviderError as exc:
-            if exc.transient:
-                raise
-            if isinstance(exc, NotFoundError):
-                reason = f"referrer listed but not fetchable: {exc.message}"
-            else:
-                reason = f"could not verify: {exc}"
-            return self._error_result(artifact, spec, exc.code, reason)
-        except Exception as exc:
-            log.exception("verifier_crashed", verifier=spec.name, artifact=artifact.digest)
-            return self._error_result(artifact, spec, "INTERNAL_ERROR", f"verifier failed: {type(exc).__name__}")
-        finally:
-            metrics.VERIFIER_DURATION.labels(spec.name, spec.type, outcome).observe(time.perf_counter() - started)
-
-    @staticmethod
-    def _error_result(artifact: Descriptor, spec: VerifierSpec, code: str, reason: str) -> ArtifactResult:
-        return ArtifactResult(
-            digest=artifact.digest,
-            artifact_type=artifact.artifact_type or "",
-            verifier=spec.name,
-            verifier_type=spec.type,
-            succeeded=False,
-            reason=reason,
-            error=code,
-        )

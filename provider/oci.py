@@ -165,6 +165,33 @@ def parse_manifest(raw: bytes, digest: str, media_type: str | None, what: str = 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReferrerListing:
+    """What a store listed for one subject, in listing order and de-duplicated by digest.
+
+    ``notes`` say what the store could not see (no referrers API and no fallback index, …); ``truncated`` is set
+    when the listing stopped at a limit, so that absent entries cannot be ruled out."""
+
+    descriptors: tuple[Descriptor, ...]
+    notes: tuple[str, ...] = ()
+    truncated: bool = False
+
+
+def listed_referrers(descriptors: list[Descriptor], artifact_types: frozenset[str] | None) -> list[Descriptor]:
+    """Referrers of the wanted types, first occurrence of each digest kept. Entries claiming Referee's synthetic
+    cosign-legacy types are dropped: only the store itself presents legacy tags under those types."""
+    seen: set[str] = set()
+    out: list[Descriptor] = []
+    for d in descriptors:
+        if d.digest in seen or d.artifact_type in mt.COSIGN_LEGACY_TYPES:
+            continue
+        if artifact_types is not None and d.artifact_type not in artifact_types:
+            continue
+        seen.add(d.digest)
+        out.append(d)
+    return out
+
+
 def referrer_descriptor(manifest: Manifest) -> Descriptor:
     """The descriptor the referrers API would list for ``manifest``."""
     d = manifest.descriptor

@@ -57,6 +57,8 @@ class Verdict:
     artifacts: Sequence[ArtifactResult]
     verified_at: str
     config_generation: str
+    notes: tuple[str, ...] = ()
+    complete: bool = True
 
     @property
     def allowed(self) -> bool:
@@ -75,6 +77,8 @@ class Verdict:
             "artifacts": [a.to_json() for a in self.artifacts],
             "verifiedAt": self.verified_at,
             "configGeneration": self.config_generation,
+            "complete": self.complete,
+            "notes": list(self.notes),
         }
 
 

@@ -17,6 +17,20 @@ class PolicyEnforcer(Protocol):
 
     def decide(self, subject: Subject, results: Sequence[ArtifactResult]) -> Decision: ...
 
+    def required_signers(self, subject: Subject, verifier: str, artifact_type: str) -> tuple[frozenset[str], ...]:
+        """The signatures the policy requires on artifacts of ``artifact_type`` judged by ``verifier``: one set of
+        nested verifier names per applicable requirement, any one of which must have verified the artifact. Empty
+        when the policy requires no signature on them."""
+        ...
+
+
+def signed_under(policy: PolicyEnforcer, subject: Subject, result: ArtifactResult) -> bool | None:
+    """Whether ``result``'s artifact carries every signature the policy requires on it (``None``: none required)."""
+    groups = policy.required_signers(subject, result.verifier, result.artifact_type)
+    if not groups:
+        return None
+    return all(any(n.verifier in g and n.succeeded and n.error is None for n in result.nested) for g in groups)
+
 
 @dataclass(frozen=True, slots=True)
 class PolicySpec:

@@ -43,6 +43,9 @@ class RequiredVerifiersPolicy:
         names = ", ".join(f"{n} ({d[:19]})" for n, d in satisfied.items())
         return Decision(True, f"verified by {names}", details)
 
+    def required_signers(self, subject: Subject, verifier: str, artifact_type: str) -> tuple[frozenset[str], ...]:
+        return ()
+
 
 @policy_types.register("required-verifiers")
 class RequiredVerifiersPlugin:
@@ -62,6 +65,9 @@ class DenyAllPolicy:
 
     def decide(self, subject: Subject, results: Sequence[ArtifactResult]) -> Decision:
         return Decision(False, "no policy configured: every image is denied", {"type": "deny-all"})
+
+    def required_signers(self, subject: Subject, verifier: str, artifact_type: str) -> tuple[frozenset[str], ...]:
+        return ()
 
 
 @policy_types.register("deny-all")

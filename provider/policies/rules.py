@@ -92,6 +92,17 @@ class RulesPolicy:
         listed = ", ".join(f"{name} ({', '.join(_short(d) for d in ds)})" for name, ds in satisfied.items())
         return Decision(True, f"satisfied rules: {listed}", details)
 
+    def required_signers(self, subject: Subject, verifier: str, artifact_type: str) -> tuple[frozenset[str], ...]:
+        ref = subject.ref
+        return tuple(
+            frozenset(rule.nested_verifiers)
+            for rule in self.rules
+            if rule.nested_verifiers
+            and verifier in rule.verifiers
+            and (not rule.artifact_types or artifact_type in rule.artifact_types)
+            and matches_any(rule.scopes, ref.registry, ref.repository)
+        )
+
 
 def _type_ok(rule: Rule, result: ArtifactResult) -> bool:
     return not rule.artifact_types or result.artifact_type in rule.artifact_types

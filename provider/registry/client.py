@@ -40,7 +40,14 @@ from provider.errors import (
     UnsupportedError,
 )
 from provider.limits import read_limited
-from provider.oci import Descriptor, Manifest, parse_index_descriptors, parse_manifest
+from provider.oci import (
+    Descriptor,
+    Manifest,
+    ReferrerListing,
+    listed_referrers,
+    parse_index_descriptors,
+    parse_manifest,
+)
 from provider.reference import ImageRef, compute_digest, parse_digest, referrers_tag, verify_digest
 from provider.registry.auth import (
     Challenge,
@@ -50,6 +57,8 @@ from provider.registry.auth import (
     parse_challenge,
     pull_scope,
 )
+from provider.registry.urls import UnsafeURLError, authority, safe_authority
+from provider.registry.urls import origin as _origin
 
 log = structlog.get_logger("referee.registry")
 
@@ -62,6 +71,9 @@ MAX_REDIRECTS = 3
 MAX_ERROR_BODY = 64 * 1024
 MAX_TOKEN_BODY = 64 * 1024
 MAX_RETRY_AFTER = 30.0
+# Registries whose token service lives on another host; their credentials may go there without configuration.
+LISTING_FACTOR = 4
+KNOWN_TOKEN_REALMS: dict[str, frozenset[str]] = {"docker.io": frozenset({"auth.docker.io"})}
 
 
 @dataclass(slots=True)
@@ -172,9 +184,14 @@ class RegistryClient:
                 f"{ref.name} is not in registries.allow; Referee contacts only listed registries"
             )
 
-    def _host_allowed(self, netloc: str) -> bool:
-        """A host Referee may contact besides a registry itself (token realms, blob redirects)."""
-        return self.config.is_allowed(netloc, "") or netloc in {h.host for h in self.config.hosts}
+    def _host_allowed(self, host: str) -> bool:
+        """A host (``host[:port]`` from :func:`authority`) Referee may contact besides a registry itself (token
+        realms, blob redirects)."""
+        return self.config.is_allowed(host, "") or host in {h.host for h in self.config.hosts}
+
+    def _credential_realms(self, host: _Host) -> frozenset[str]:
+        """Token realm hosts other than the registry itself that may receive its credentials."""
+        return frozenset(host.settings.token_realms) | KNOWN_TOKEN_REALMS.get(host.registry, frozenset())
 
     def _host(self, ref: ImageRef) -> _Host:
         host = self._hosts.get(ref.registry)
@@ -247,32 +264,38 @@ class RegistryClient:
 
     async def _fetch_token(self, host: _Host, challenge: Challenge, scope: str) -> tuple[str, float]:
         realm = challenge.realm or ""
-        parts = urlsplit(realm)
-        realm_host = parts.netloc
+        try:
+            realm_host = authority(realm)
+        except UnsafeURLError as exc:
+            raise AuthDeniedError(f"{host.registry}: token realm refused: {exc}") from None
+        scheme = urlsplit(realm).scheme
         realm_settings = self.config.host_config(realm_host)
-        if parts.scheme not in ("https", "http"):
-            raise AuthDeniedError(f"{host.registry}: token realm {realm!r} is not an http(s) URL")
-        if parts.scheme == "http" and not (
-            realm_settings.plain_http or (realm_host == urlsplit(host.base_url).netloc and host.settings.plain_http)
-        ):
+        registry_host = safe_authority(host.base_url) or host.registry
+        own_host = realm_host in (registry_host, host.registry)
+        if scheme == "http" and not (realm_settings.plain_http or (own_host and host.settings.plain_http)):
             raise AuthDeniedError(
                 f"{host.registry}: token realm {realm} is plain HTTP; list {realm_host} with plainHttp: true "
                 "to allow it"
             )
-        registry_netloc = urlsplit(host.base_url).netloc
-        if realm_host not in (registry_netloc, host.registry) and not self._host_allowed(realm_host):
+        if not own_host and not self._host_allowed(realm_host):
             raise AuthDeniedError(
                 f"{host.registry}: token realm host {realm_host} is not in registries.allow or registries.hosts; "
                 "Referee contacts only listed hosts"
             )
+        creds = host.auth.credentials
+        trusted_realm = own_host or realm_host in self._credential_realms(host)
+        if creds is not None and not trusted_realm and (creds.identity_token or (creds.username and creds.password)):
+            raise AuthDeniedError(
+                f"{host.registry}: token realm host {realm_host} is not the registry; Referee sends {host.registry}'s "
+                f"credentials only to the registry itself or to a realm listed in its tokenRealms"
+            )
         ssl_ctx: ssl.SSLContext | bool
-        if parts.scheme == "http":
+        if scheme == "http":
             ssl_ctx = False
         elif realm_host in {h.host for h in self.config.hosts}:
             ssl_ctx = _ssl_context(realm_settings)
         else:
             ssl_ctx = host.ssl if host.ssl is not False else ssl.create_default_context()
-        creds = host.auth.credentials
         headers: dict[str, str] = {}
         method = "GET"
         query: dict[str, str] = {}
@@ -309,6 +332,8 @@ class RegistryClient:
                 metrics.REGISTRY_REQUESTS.labels(realm_host, method, str(resp.status)).inc()
                 body = await self._read_limited(resp, MAX_TOKEN_BODY, "token response")
                 status = resp.status
+        except ValueError as exc:
+            raise AuthDeniedError(f"token service {realm_host}: invalid request ({type(exc).__name__})") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AuthUnavailableError(f"token service {realm_host} unreachable: {type(exc).__name__}") from None
         if status in (401, 403):
@@ -440,13 +465,15 @@ class RegistryClient:
                 metrics.REGISTRY_REQUESTS.labels(host.registry, method, str(resp.status)).inc()
                 if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                     next_url = urljoin(url, resp.headers["Location"])
+                    target_host = safe_authority(next_url)
+                    if target_host is None:
+                        raise RegistryError(f"{host.registry}: refusing redirect of {what} to {next_url[:200]!r}")
                     if _origin(next_url) != origin:
-                        target = urlsplit(next_url)
-                        if target.scheme != "https":
+                        if urlsplit(next_url).scheme != "https":
                             raise RegistryError(f"{host.registry}: refusing redirect of {what} to non-HTTPS {next_url}")
-                        if not self._host_allowed(target.netloc):
+                        if not self._host_allowed(target_host):
                             raise RegistryError(
-                                f"{host.registry}: refusing redirect of {what} to {target.netloc}, which is not in "
+                                f"{host.registry}: refusing redirect of {what} to {target_host}, which is not in "
                                 "registries.allow or registries.hosts"
                             )
                     url = next_url
@@ -561,26 +588,32 @@ class RegistryClient:
 
     # -- referrers ----------------------------------------------------------------------------------------------
 
+    def _listing_bound(self, artifact_types: frozenset[str] | None) -> int:
+        """How many descriptors a listing may hold: room for ``limits.maxReferrers`` of every wanted type several
+        times over (the executor examines at most that many per type; the rest only proves a cap was hit)."""
+        return self.limits.max_referrers * LISTING_FACTOR * max(1, len(artifact_types or ()))
+
     async def list_referrers(
         self, ref: ImageRef, subject_digest: str, artifact_types: frozenset[str] | None
-    ) -> list[Descriptor]:
+    ) -> ReferrerListing:
         """Referrers of ``subject_digest``: the OCI 1.1 API when the registry has it, else the tag schema;
         plus cosign's legacy ``.sig``/``.att`` tags when those synthetic types are asked for."""
-        out: list[Descriptor] = []
         oci_types = None if artifact_types is None else artifact_types - set(mt.COSIGN_LEGACY_TYPES)
+        listing = ReferrerListing(())
         if oci_types is None or oci_types:
-            out.extend(await self._list_oci_referrers(ref, subject_digest, oci_types))
+            listing = await self._list_oci_referrers(ref, subject_digest, oci_types)
+        legacy: list[Descriptor] = []
         if self.config.cosign_legacy_tags:
             for legacy_type, suffix in mt.COSIGN_LEGACY_TYPES.items():
                 if artifact_types is None or legacy_type in artifact_types:
                     desc = await self._cosign_tag(ref, subject_digest, suffix, legacy_type)
                     if desc is not None:
-                        out.append(desc)
-        return out
+                        legacy.append(desc)
+        return ReferrerListing((*listing.descriptors, *legacy), listing.notes, listing.truncated)
 
     async def _list_oci_referrers(
         self, ref: ImageRef, subject_digest: str, artifact_types: frozenset[str] | None
-    ) -> list[Descriptor]:
+    ) -> ReferrerListing:
         host = self._host(ref)
         mode = host.settings.referrers_api
         use_api = mode == "always" or (mode == "auto" and self._monotonic() >= host.referrers_api_unsupported_until)
@@ -591,16 +624,17 @@ class RegistryClient:
             if mode == "auto":
                 host.referrers_api_unsupported_until = self._monotonic() + self.config.referrers_api_memory
                 log.info("referrers_api_unavailable", registry=host.registry, fallback="tag-schema")
-        return await self._referrers_tag(ref, subject_digest, artifact_types)
+        return await self._referrers_tag(ref, host, subject_digest, artifact_types, api=mode == "always")
 
     async def _referrers_api(
         self, ref: ImageRef, host: _Host, subject_digest: str, artifact_types: frozenset[str] | None
-    ) -> list[Descriptor] | None:
+    ) -> ReferrerListing | None:
         path = f"/v2/{ref.repository}/referrers/{subject_digest}"
         if artifact_types is not None and len(artifact_types) == 1:
             path += "?" + urlencode({"artifactType": next(iter(artifact_types))})
         url = f"{host.base_url}{path}"
         found: list[Descriptor] = []
+        bound = self._listing_bound(artifact_types)
         for page in range(self.limits.max_referrer_pages):
             what = f"referrers of {ref.name}@{subject_digest} (page {page + 1})"
             resp = await self.request(
@@ -619,22 +653,21 @@ class RegistryClient:
             self._raise_for_status(ref, resp, what)
             # Filtering here is a no-op when the registry applied the filter (OCI-Filters-Applied) and
             # required when it did not, or when several types were asked for and no filter was sent.
-            found.extend(_of_types(parse_index_descriptors(resp.body, what), artifact_types))
-            if len(found) >= self.limits.max_referrers:
-                log.warning("referrers_capped", subject=f"{ref.name}@{subject_digest}", cap=self.limits.max_referrers)
-                return found[: self.limits.max_referrers]
+            found = listed_referrers([*found, *parse_index_descriptors(resp.body, what)], artifact_types)
+            if len(found) > bound:
+                log.warning("referrers_listing_truncated", subject=f"{ref.name}@{subject_digest}", bound=bound)
+                note = f"the referrers listing of {ref.name}@{subject_digest} stopped at {bound} entries"
+                return ReferrerListing(tuple(found[:bound]), (note,), truncated=True)
             next_url = _next_link(resp.headers.get("Link"), resp.url)
             if next_url is None:
-                return found
+                return ReferrerListing(tuple(found))
             if _origin(next_url) != _origin(host.base_url):
                 raise RegistryError(f"{what}: Link to another origin {_origin(next_url)} refused")
             url = next_url
-        log.warning(
-            "referrers_truncated",
-            subject=f"{ref.name}@{subject_digest}",
-            pages=self.limits.max_referrer_pages,
-        )
-        return found
+        pages = self.limits.max_referrer_pages
+        log.warning("referrers_listing_truncated", subject=f"{ref.name}@{subject_digest}", pages=pages)
+        note = f"the referrers listing of {ref.name}@{subject_digest} stopped after {pages} pages (maxReferrerPages)"
+        return ReferrerListing(tuple(found), (note,), truncated=True)
 
     async def _get_tag(self, ref: ImageRef, tag: str, accept: str, what: str) -> tuple[Response, str] | None:
         """GET a manifest by tag; ``None`` on 404. The body is checked against Docker-Content-Digest when the
@@ -656,19 +689,26 @@ class RegistryClient:
         return resp, header_digest or compute_digest(resp.body)
 
     async def _referrers_tag(
-        self, ref: ImageRef, subject_digest: str, artifact_types: frozenset[str] | None
-    ) -> list[Descriptor]:
+        self, ref: ImageRef, host: _Host, subject_digest: str, artifact_types: frozenset[str] | None, *, api: bool
+    ) -> ReferrerListing:
         tag = referrers_tag(subject_digest)
         what = f"referrers tag {ref.name}:{tag}"
         found = await self._get_tag(ref, tag, mt.ACCEPT_INDEX, what)
         if found is None:
-            return []
+            why = "the referrers API answered 404" if api else f"{host.registry} has no referrers API"
+            note = f"no referrers listed: {why} and no fallback index {tag[:19]}… exists"
+            return ReferrerListing((), (f"{note} (attach with a tool that writes it)",))
         try:
             descriptors = parse_index_descriptors(found[0].body, what)
         except ManifestInvalidError as exc:
             log.warning("referrers_tag_invalid", subject=f"{ref.name}@{subject_digest}", error=exc.message)
-            return []
-        return _of_types(descriptors, artifact_types)
+            return ReferrerListing((), (f"no referrers listed: the fallback index {ref.name}:{tag} is invalid",))
+        listed = listed_referrers(descriptors, artifact_types)
+        bound = self._listing_bound(artifact_types)
+        if len(listed) > bound:
+            note = f"the fallback index {ref.name}:{tag} lists more than {bound} referrers; the rest were not read"
+            return ReferrerListing(tuple(listed[:bound]), (note,), truncated=True)
+        return ReferrerListing(tuple(listed))
 
     async def _cosign_tag(
         self, ref: ImageRef, subject_digest: str, suffix: str, artifact_type: str
@@ -702,14 +742,3 @@ def _next_link(header: str | None, base: str) -> str | None:
         if 'rel="next"' in params or "rel=next" in params:
             return urljoin(base, target)
     return None
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc
-
-
-def _of_types(descriptors: list[Descriptor], artifact_types: frozenset[str] | None) -> list[Descriptor]:
-    if artifact_types is None:
-        return descriptors
-    return [d for d in descriptors if d.artifact_type in artifact_types]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from provider.confignode import Node
-from provider.oci import Descriptor, Manifest
+from provider.oci import Descriptor, Manifest, ReferrerListing
 from provider.plugins import PluginRegistry
 from provider.reference import ImageRef
 
@@ -15,6 +14,9 @@ if TYPE_CHECKING:
     from provider.cache import ContentCache
     from provider.config import LimitsConfig
     from provider.registry.client import RegistryClient
+
+
+__all__ = ["ReferrerListing", "ReferrerStore", "StorePlugin", "StoreResources", "StoreSpec", "store_types"]
 
 
 class ReferrerStore(Protocol):
@@ -27,9 +29,12 @@ class ReferrerStore(Protocol):
 
     async def resolve(self, ref: ImageRef) -> Descriptor: ...
 
-    def list_referrers(
+    async def list_referrers(
         self, ref: ImageRef, subject: Descriptor, artifact_types: frozenset[str] | None
-    ) -> AsyncIterator[Descriptor]: ...
+    ) -> ReferrerListing:
+        """Referrers of ``subject`` of the wanted types (``None``: all), never Referee's synthetic cosign-legacy
+        types unless the store itself found the legacy tags."""
+        ...
 
     async def fetch_manifest(self, ref: ImageRef, descriptor: Descriptor) -> Manifest: ...
 

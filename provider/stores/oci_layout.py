@@ -8,14 +8,21 @@ Referrers are found three ways, as in a registry without the referrers API: mani
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from provider import mediatypes as mt
 from provider.confignode import Node
 from provider.errors import ArtifactTooLargeError, ManifestInvalidError, NotFoundError
-from provider.oci import Descriptor, Manifest, parse_index_descriptors, parse_manifest, referrer_descriptor
+from provider.oci import (
+    Descriptor,
+    Manifest,
+    ReferrerListing,
+    listed_referrers,
+    parse_index_descriptors,
+    parse_manifest,
+    referrer_descriptor,
+)
 from provider.reference import ImageRef, parse_digest, referrers_tag, verify_digest
 from provider.stores.base import ReferrerStore, StoreResources, StoreSpec, store_types
 
@@ -86,13 +93,14 @@ class OCILayoutStore:
 
     async def list_referrers(
         self, ref: ImageRef, subject: Descriptor, artifact_types: frozenset[str] | None
-    ) -> AsyncIterator[Descriptor]:
-        for d in await asyncio.to_thread(self._referrers, ref, subject, artifact_types):
-            yield d
+    ) -> ReferrerListing:
+        return ReferrerListing(tuple(await asyncio.to_thread(self._referrers, ref, subject, artifact_types)))
 
     def _referrers(self, ref: ImageRef, subject: Descriptor, artifact_types: frozenset[str] | None) -> list[Descriptor]:
+        """Referrers found in ``index.json`` and the fallback index (never claiming Referee's synthetic legacy
+        types), then cosign's legacy tags, which only the store itself presents under those types."""
         index = self._index()
-        found: dict[str, Descriptor] = {}
+        listed: list[Descriptor] = []
         for d in index:
             if d.digest == subject.digest or d.size > self._max_manifest_bytes:
                 continue
@@ -103,12 +111,12 @@ class OCILayoutStore:
             except (ManifestInvalidError, NotFoundError):
                 continue
             if manifest.subject is not None and manifest.subject.digest == subject.digest:
-                found[d.digest] = referrer_descriptor(manifest)
+                listed.append(referrer_descriptor(manifest))
         fallback = self._tagged(index, ref, referrers_tag(subject.digest))
         if fallback is not None:
             raw = self._blob(fallback.digest, self._max_manifest_bytes, "referrers tag index")
-            for d in parse_index_descriptors(raw, f"referrers tag {referrers_tag(subject.digest)}"):
-                found.setdefault(d.digest, d)
+            listed.extend(parse_index_descriptors(raw, f"referrers tag {referrers_tag(subject.digest)}"))
+        found = {d.digest: d for d in listed_referrers(listed, None)}
         for legacy_type, suffix in mt.COSIGN_LEGACY_TYPES.items():
             tagged = self._tagged(index, ref, referrers_tag(subject.digest) + suffix)
             if tagged is not None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from provider import mediatypes as mt
 from provider.confignode import Node
 from provider.errors import ArtifactTooLargeError
-from provider.oci import Descriptor, Manifest
+from provider.oci import Descriptor, Manifest, ReferrerListing
 from provider.reference import ImageRef
 from provider.registry.client import RegistryClient
 from provider.stores.base import ReferrerStore, StoreResources, StoreSpec, store_types
@@ -25,9 +24,8 @@ class RegistryStore:
 
     async def list_referrers(
         self, ref: ImageRef, subject: Descriptor, artifact_types: frozenset[str] | None
-    ) -> AsyncIterator[Descriptor]:
-        for descriptor in await self._client.list_referrers(ref, subject.digest, artifact_types):
-            yield descriptor
+    ) -> ReferrerListing:
+        return await self._client.list_referrers(ref, subject.digest, artifact_types)
 
     async def fetch_manifest(self, ref: ImageRef, descriptor: Descriptor) -> Manifest:
         if descriptor.size > self._max_manifest_bytes:

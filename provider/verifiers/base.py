@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -11,6 +11,7 @@ from provider.confignode import Node
 from provider.oci import Descriptor, Manifest
 from provider.plugins import PluginRegistry
 from provider.reference import ImageRef
+from provider.verdict import ArtifactResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +32,10 @@ class ContentSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VerificationRequest:
-    """One artifact to judge. ``referrers`` lists every artifact found beside it for the same subject (of
-    the types any configured verifier asked for), so a verifier can consult siblings (VEX documents for a
-    report, the newest of several reports) through ``content``."""
+    """One artifact to judge. ``referrers`` lists the artifacts examined beside it for the same subject (of the
+    types any configured verifier asked for), in examination order. ``accepted`` holds the digests of those
+    siblings that are evidence under the policy — verified, and signed where the policy requires a signature —,
+    filled in only for a :class:`SiblingConsumer` (the executor judges the types it consumes first)."""
 
     subject: Subject
     artifact: Descriptor
@@ -41,6 +43,7 @@ class VerificationRequest:
     content: ContentSource
     now: datetime
     referrers: tuple[Descriptor, ...] = ()
+    accepted: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,30 @@ class Verifier(Protocol):
     def can_verify(self, artifact: Descriptor) -> bool: ...
 
     async def verify(self, request: VerificationRequest) -> VerifierResult: ...
+
+
+class SiblingConsumer(Protocol):
+    """A verifier whose judgement reads sibling artifacts (a report reading VEX documents). Artifacts of the
+    ``consumes`` types are judged, with their nested signatures, before it runs; it may read only the siblings in
+    ``VerificationRequest.accepted``."""
+
+    consumes: frozenset[str]
+
+
+SignedUnderPolicy = Callable[[ArtifactResult], "bool | None"]
+
+
+class Reconciler(Protocol):
+    """A verifier whose results for one subject are judged together once every result (nested signatures
+    included) is known, e.g. only the newest report decides.
+
+    ``signed`` tells, for a result, whether the policy requires a signature on it and it has one (``True``), requires
+    one it lacks (``False``) or requires none (``None``). ``complete`` is false when a limit stopped the listing of
+    this verifier's artifact types, so that some artifacts were not examined."""
+
+    def reconcile(
+        self, results: Sequence[ArtifactResult], signed: SignedUnderPolicy, complete: bool
+    ) -> list[ArtifactResult]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,25 +1,33 @@
 """The ``vulnerability-report`` verifier: SARIF 2.1.0 reports (and bare vulnerability predicates) as referrers.
 
 Judgement (:mod:`provider.metadata.vulnpolicy`): highest allowed severity, CVE deny-list, CVE exceptions with
-expiry, and VEX suppression by sibling OpenVEX documents. Freshness: the report's creation time is the
-``org.opencontainers.image.created`` annotation of its descriptor (else of its manifest), else the report's own
-time (SARIF ``invocations[].endTimeUtc``, predicate ``metadata.scanFinishedOn``); an annotation that is present but
-not RFC 3339 is a problem, not a fallback. With ``maximumAge`` set, an unknown time fails (``requireCreationTime``).
+expiry, and VEX suppression by sibling OpenVEX documents. Freshness: the report's creation time comes only from
+content covered by the report's digest — the ``org.opencontainers.image.created`` annotation of its fetched manifest
+(a signature on the report signs that manifest's digest), else the report's own time (SARIF
+``invocations[].endTimeUtc``, predicate ``metadata.scanFinishedOn``) — never from a listing (any pusher can rewrite
+the tag-schema index). An annotation that is present but not RFC 3339 is a problem, not a fallback. With
+``maximumAge`` set, an unknown time fails (``requireCreationTime``).
 
-Several reports for one image: the newest decides (ties: the greater manifest digest; reports of unknown time are
-the oldest). Every other report fails with ``superseded by <digest>`` and ``details.superseded`` true, so the
-policy must accept *any* successful report (``required-verifiers``, or a ``rules`` rule with ``match: any``).
+Several reports for one image: once every report and its signatures are judged, the newest *eligible* report
+decides (:meth:`VulnReportVerifier.reconcile`): eligible are the readable reports that carry every signature the
+policy requires on them. Unsigned, unreadable or unfetchable entries can neither displace nor outrank them. Every
+other report fails with ``superseded by <digest>``, so the policy must accept *any* successful report
+(``required-verifiers``, or a ``rules`` rule with ``match: any``). When the newest cannot be established — eligible
+reports without a usable time, a tie, or a listing that stopped at a limit — no report counts (fail closed).
 
 VEX documents are listed because their types are among this verifier's artifact types, but they are not claimed
-(``can_verify`` is false for them): they are read as siblings. Their trust must come from the policy.
+(``can_verify`` is false for them): they are judged first by the ``vex`` verifier, and a document is read only when
+its own result passed with every signature the policy requires on it (``VerificationRequest.accepted``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -33,16 +41,21 @@ from provider.metadata.vex import VexDocument, VexIndex, VexStatement, parse_ope
 from provider.metadata.vulnpolicy import CveException, ReportPolicy, check_age, evaluate_report, parse_exception
 from provider.oci import Descriptor, Manifest
 from provider.policies.base import PolicySpec
-from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
+from provider.verdict import ArtifactResult
+from provider.verifiers.base import (
+    SignedUnderPolicy,
+    VerificationRequest,
+    VerifierResult,
+    VerifierSpec,
+    verifier_types,
+)
 from provider.verifiers.sbom import load_document
 
 log = structlog.get_logger("referee.vulnreport")
 
 DEFAULT_VEX_TYPES = (mt.OPENVEX_JSON, mt.OPENVEX_JSON_SHORT)
-MAX_REPORTS = 16
 MAX_VEX_DOCUMENTS = 16
 _THREAD_THRESHOLD = 256 * 1024
-_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,7 @@ class VulnReportVerifier:
         self.name = spec.name
         self.params: VulnReportParams = spec.params
         self.vex_types = self.params.vex_types if self.params.vex_enabled else frozenset()
+        self.consumes: frozenset[str] = self.vex_types
         self.artifact_types = spec.artifact_types - self.params.vex_types
 
     def can_verify(self, artifact: Descriptor) -> bool:
@@ -86,54 +100,26 @@ class VulnReportVerifier:
             return await asyncio.to_thread(parse_report, raw, order), layer.digest
         return parse_report(raw, order), layer.digest
 
-    def _annotated(self, descriptor: Descriptor, manifest: Manifest | None) -> tuple[str | None, str]:
+    def _created(self, manifest: Manifest, report: VulnReport | None) -> _Created:
         key = self.params.created_annotation
-        if key in descriptor.annotations:
-            return descriptor.annotations[key], "annotation"
-        if manifest is not None and key in manifest.annotations:
-            return manifest.annotations[key], "manifest-annotation"
-        return None, "report"
-
-    def _created(self, descriptor: Descriptor, manifest: Manifest | None, report: VulnReport | None) -> _Created:
-        value, source = self._annotated(descriptor, manifest)
+        value = manifest.annotations.get(key)
         if value is not None:
             moment = parse_rfc3339(value)
             if moment is None:
-                problem = f"{self.params.created_annotation} annotation {value[:64]!r} is not an RFC 3339 date-time"
-                return _Created(None, source, problem)
-            return _Created(moment, source)
+                return _Created(
+                    None, "manifest-annotation", f"{key} annotation {value[:64]!r} is not an RFC 3339 date-time"
+                )
+            return _Created(moment, "manifest-annotation")
         return _Created(report.created if report else None, "report")
-
-    async def _sibling_created(self, request: VerificationRequest, descriptor: Descriptor) -> datetime | None:
-        """Creation time of another report, fetching its manifest and document only when annotations say nothing."""
-        value, _ = self._annotated(descriptor, None)
-        if value is not None:
-            return parse_rfc3339(value)
-        try:
-            manifest = await request.content.fetch_manifest(descriptor)
-            value, _ = self._annotated(descriptor, manifest)
-            if value is not None:
-                return parse_rfc3339(value)
-            report, _ = await self._report(request, manifest)
-        except ProviderError as exc:
-            if exc.transient:
-                raise
-            return None
-        except MetadataError:
-            return None
-        return report.created
-
-    async def _newest(self, request: VerificationRequest, own: _Created) -> tuple[Descriptor, datetime | None]:
-        reports = [d for d in request.referrers if self.can_verify(d) and d.digest != request.artifact.digest]
-        candidates: list[tuple[Descriptor, datetime | None]] = [(request.artifact, own.moment)]
-        for sibling in reports[:MAX_REPORTS]:
-            candidates.append((sibling, await self._sibling_created(request, sibling)))
-        return max(candidates, key=lambda c: (c[1] is not None, c[1] or _EPOCH, c[0].digest))
 
     async def _vex(self, request: VerificationRequest) -> tuple[list[VexDocument], list[str]]:
         documents: list[VexDocument] = []
         errors: list[str] = []
         listed = [d for d in request.referrers if d.artifact_type in self.vex_types]
+        refused = [d for d in listed if d.digest not in request.accepted]
+        for descriptor in refused[:MAX_VEX_DOCUMENTS]:
+            errors.append(f"{descriptor.digest[:19]}: not used: not verified with the signatures the policy requires")
+        listed = [d for d in listed if d.digest in request.accepted]
         for descriptor in listed[:MAX_VEX_DOCUMENTS]:
             try:
                 manifest = await request.content.fetch_manifest(descriptor)
@@ -175,15 +161,10 @@ class VulnReportVerifier:
         try:
             report, document_digest = await self._report(request, request.manifest)
         except MetadataError as exc:
-            created = self._created(request.artifact, request.manifest, None)
-            newest, _ = await self._newest(request, created)
-            if newest.digest != request.artifact.digest:
-                return self._superseded(newest, created)
-            return VerifierResult(False, f"unreadable report: {exc}", {"error": str(exc), "superseded": False})
-        created = self._created(request.artifact, request.manifest, report)
-        newest, _ = await self._newest(request, created)
-        if newest.digest != request.artifact.digest:
-            return self._superseded(newest, created)
+            created = self._created(request.manifest, None)
+            unreadable = {"error": str(exc), "superseded": False, "reportCreated": iso(created.moment)}
+            return VerifierResult(False, f"unreadable report: {exc}", unreadable)
+        created = self._created(request.manifest, report)
         problems: list[str] = []
         strict = self.params.require_creation_time and self.params.maximum_age is not None
         if created.problem and strict:
@@ -205,6 +186,7 @@ class VulnReportVerifier:
             "scannerVersion": report.scanner_version,
             "reportCreated": iso(created.moment),
             "reportCreatedSource": created.source,
+            "reportCreatedProblem": created.problem,
             "ageSeconds": None if age is None else round(age),
             "documentDigest": document_digest,
             "superseded": False,
@@ -217,12 +199,44 @@ class VulnReportVerifier:
         log.debug("report_accepted", artifact=request.artifact.digest, highest=evaluation.highest_severity)
         return VerifierResult(True, f"report {evaluation.reason}", details)
 
-    def _superseded(self, newest: Descriptor, created: _Created) -> VerifierResult:
-        return VerifierResult(
-            False,
-            f"superseded by {newest.digest}",
-            {"superseded": True, "supersededBy": newest.digest, "reportCreated": iso(created.moment)},
-        )
+    # -- several reports ----------------------------------------------------------------------------------------
+
+    def reconcile(
+        self, results: Sequence[ArtifactResult], signed: SignedUnderPolicy, complete: bool
+    ) -> list[ArtifactResult]:
+        """Only the newest eligible report may count; see the module docstring."""
+        eligible = [r for r in results if r.error is None and "documentDigest" in r.details and signed(r) is not False]
+        if not eligible or (len(results) == 1 and complete):
+            return list(results)
+        if not complete:
+            return [_undecided(r, "not every listed report was examined (limits.maxReferrers)") for r in results]
+        times = {r.digest: parse_rfc3339(r.details.get("reportCreated")) for r in eligible}
+        undated = [r.digest for r in eligible if times[r.digest] is None]
+        if undated and len(eligible) > 1:
+            why = f"{len(eligible)} reports are eligible and {undated[0][:19]} has no usable creation time"
+            return [_undecided(r, why) for r in results]
+        newest_time = max(t for t in times.values() if t is not None) if not undated else None
+        tied = [r for r in eligible if times[r.digest] == newest_time]
+        if len(tied) > 1:
+            return [
+                _undecided(r, f"{len(tied)} reports share the newest creation time {iso(newest_time)}") for r in results
+            ]
+        newest = tied[0]
+        return [r if r.digest == newest.digest else _superseded(r, newest.digest) for r in results]
+
+
+def _superseded(result: ArtifactResult, newest: str) -> ArtifactResult:
+    details = {**result.details, "superseded": True, "supersededBy": newest}
+    reason = f"superseded by {newest}" if result.succeeded else result.reason
+    return dataclasses.replace(result, succeeded=False, reason=reason, details=details)
+
+
+def _undecided(result: ArtifactResult, why: str) -> ArtifactResult:
+    if not result.succeeded:
+        return result
+    details = {**result.details, "newestUnknown": True}
+    reason = f"the newest report cannot be established: {why}"
+    return dataclasses.replace(result, succeeded=False, reason=reason, details=details)
 
 
 def _parse_exceptions(node: Node) -> tuple[CveException, ...]:
@@ -290,19 +304,44 @@ class VulnReportPlugin:
     def check_configuration(
         self, spec: VerifierSpec, verifiers: tuple[VerifierSpec, ...], policy: PolicySpec
     ) -> list[str]:
-        """VEX is a bypass: reading it is allowed only when the policy requires every VEX document to carry a
-        verified signature of its own (a ``rules`` rule with ``match: every`` and ``nested`` over a ``vex``
-        verifier that sees the same artifact types)."""
+        """A second line behind the structural rule (a VEX document is read only when its own result passed with
+        the signatures the policy requires): reading VEX needs a ``rules`` rule with ``match: every`` and
+        ``nested`` over a ``vex`` verifier, covering every VEX type and every scope this verifier reads."""
         params: VulnReportParams = spec.params
         if not params.vex_enabled:
             return []
-        vex_verifiers = {v.name for v in verifiers if v.type == "vex" and params.vex_types <= v.artifact_types}
+        vex_verifiers = {
+            v.name
+            for v in verifiers
+            if v.type == "vex" and params.vex_types <= v.artifact_types and _covers(v.scopes, spec.scopes)
+        }
         rules = getattr(policy.params, "rules", ()) if policy.type == "rules" else ()
         for rule in rules:
-            if rule.match == "every" and rule.nested_verifiers and set(rule.verifiers) & vex_verifiers:
+            if (
+                rule.match == "every"
+                and rule.nested_verifiers
+                and set(rule.verifiers) & vex_verifiers
+                and (not rule.artifact_types or params.vex_types <= rule.artifact_types)
+                and _covers(rule.scopes, spec.scopes)
+            ):
                 return []
         return [
             "vex.enabled: VEX documents suppress findings, so each must be signed: configure a `vex` verifier "
             f"for {', '.join(sorted(params.vex_types))} and a rules-policy rule over it with match: every and "
-            "nested verifiers (docs/metadata.md), or set vex.enabled: false"
+            "nested verifiers, covering every VEX artifact type and every scope of this verifier "
+            "(docs/metadata.md), or set vex.enabled: false"
         ]
+
+
+def _covers(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:
+    """Whether every repository an ``inner`` scope pattern can match is matched by an ``outer`` pattern (patterns as
+    in :func:`provider.config.matches_any`; an inner pattern is compared literally)."""
+
+    def covered(pattern: str) -> bool:
+        for outer_pattern in outer:
+            target = pattern if "/" in outer_pattern else pattern.split("/", 1)[0]
+            if outer_pattern == "*" or fnmatch.fnmatchcase(target, outer_pattern):
+                return True
+        return False
+
+    return all(covered(p) for p in inner)

@@ -256,7 +256,7 @@ async def test_seed_002_policy_end_to_end(
         [report] = _by_verifier(ok, "vuln")
         assert report["succeeded"] and report["details"]["highestSeverity"] == "MEDIUM"
         assert report["details"]["reportCreated"] == _stamp(fresh)
-        assert report["details"]["reportCreatedSource"] == "annotation"
+        assert report["details"]["reportCreatedSource"] == "manifest-annotation"
         assert [n["verifier"] for n in report["nested"] if n["succeeded"]] == ["cosign-ci"]
 
         missing = verdicts["no-sbom"]
@@ -288,7 +288,8 @@ async def test_seed_002_policy_end_to_end(
         by_digest = {a["digest"]: a for a in _by_verifier(two, "vuln")}
         old_result = by_digest[superseded.attached["old-report"]]
         assert old_result["succeeded"] is False and old_result["details"]["superseded"] is True
-        assert old_result["reason"] == f"superseded by {superseded.attached['new-report']}"
+        assert old_result["details"]["supersededBy"] == superseded.attached["new-report"]
+        assert old_result["reason"] == "CVE-2024-9999 (CRITICAL, openssl) exceeds the highest allowed severity MEDIUM"
         assert by_digest[superseded.attached["new-report"]]["details"]["highestSeverity"] == "LOW"
 
         # The VEX statement turns the CRITICAL image's deny into an allow (the verdict cache is off).
@@ -351,7 +352,12 @@ async def test_unsigned_vex_cannot_turn_a_deny_into_an_allow(
     assert verdict["allowed"] is False
     assert "rule vex-signed: 1 of 1 artifacts from vex do not count" in verdict["reason"]
     assert f"{vex[:19]}: not verified by cosign-ci" in verdict["reason"]
-    assert verdict["policy"]["satisfied"].keys() >= {"sbom-signed", "report-signed"}
+    assert "CVE-2024-9999 (CRITICAL, openssl) exceeds the highest allowed severity MEDIUM" in verdict["reason"]
+    [report] = _by_verifier(verdict, "vuln")
+    assert report["details"]["vexDocuments"] == [] and report["details"]["suppressions"] == []
+    assert report["details"]["vexErrors"] == [
+        f"{vex[:19]}: not used: not verified with the signatures the policy requires"
+    ]
 
 
 def _signed_referrer(

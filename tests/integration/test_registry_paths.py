@@ -92,12 +92,14 @@ async def test_referrers_api_pagination_filter_and_request_counts(
     config = _config(tmp_path, [{"host": proxy.host, "plainHttp": True}], signed_set.key_file)
     engine = engine_factory(config)
 
-    listed = await engine.runtime.client.list_referrers(
+    listing = await engine.runtime.client.list_referrers(
         _ref(proxy.host, repo), image["digest"], frozenset({"application/vnd.example.other"})
     )
+    listed = listing.descriptors
     assert len(listed) == 3 and {d.artifact_type for d in listed} == {"application/vnd.example.other"}
+    assert not listing.truncated and listing.notes == ()
     everything = await engine.runtime.client.list_referrers(_ref(proxy.host, repo), image["digest"], None)
-    assert len({d.digest for d in everything}) == 4
+    assert len({d.digest for d in everything.descriptors}) == 4
     assert proxy.count("referrers") >= 5  # both listings paginated
 
     proxy.page_size = None
@@ -224,9 +226,16 @@ async def test_token_auth_caches_one_token_per_repository(
         cosign_sign_legacy(reg.url, repo, image["digest"], signed_set.key, flow)
     server = reg.token_server
     assert server is not None
+    realm_host = server.url.split("//")[1].split("/")[0]
     hosts = [
-        {"host": reg.host, "plainHttp": True, "username": reg.username, "password": reg.password},
-        {"host": server.url.split("//")[1].split("/")[0], "plainHttp": True},
+        {
+            "host": reg.host,
+            "plainHttp": True,
+            "username": reg.username,
+            "password": reg.password,
+            "tokenRealms": [realm_host],
+        },
+        {"host": realm_host, "plainHttp": True},
     ]
     (tmp_path / "ok").mkdir()
     engine = engine_factory(_config(tmp_path / "ok", hosts, signed_set.key_file))
@@ -257,7 +266,10 @@ async def test_docker_config_credentials_and_plain_http_realm_refused(
     auth = base64.b64encode(f"{reg.username}:{reg.password}".encode()).decode()
     docker_config = tmp_path / "config.json"
     docker_config.write_text(json.dumps({"auths": {f"http://{reg.host}": {"auth": auth}}}))
-    hosts = [{"host": reg.host, "plainHttp": True}, {"host": realm_host, "plainHttp": True}]
+    hosts = [
+        {"host": reg.host, "plainHttp": True, "tokenRealms": [realm_host]},
+        {"host": realm_host, "plainHttp": True},
+    ]
     config = _config(tmp_path, hosts, signed_set.key_file, registries={"dockerConfig": str(docker_config)})
     outcome = await engine_factory(config).verify_key(f"{reg.host}/paths/dockercfg:v1")
     assert outcome.verdict is not None and outcome.verdict.allowed, outcome

@@ -321,9 +321,12 @@ def test_e2e_every_case_on_every_kind(
     [violation] = gk.violations(VERIFIED, denied, {})
     assert violation["details"] == {"image": s.ref("unsigned")}
     assert violation["msg"].startswith(f"image {s.ref('unsigned')} is not verified by Referee: rule signed-by-ci: ")
+    fallback = "sha256-" + s.digest("unsigned").split(":")[1][:12]
     assert sorted(gk.messages(EVIDENCE, denied, evidence)) == [
         f"image {s.ref('unsigned')}: Referee denied it (rule signed-by-ci: 0 of 1 verified artifacts from cosign-ci "
-        "(cosign-ci: no matching artifact found)); evidence from a denied verdict does not count",
+        f"(cosign-ci: no matching artifact found) [no referrers listed: {s.registry.host} has no referrers API and no "
+        f"fallback index {fallback}… exists (attach with a tool that writes it)]); evidence from a denied verdict "
+        "does not count",
         f"image {s.ref('unsigned')}: verifier cosign-ci has no successful artifact (no artifact was checked by it)",
     ]
 

@@ -19,6 +19,7 @@ from provider.config import load_config
 from provider.errors import ConfigError, NotFoundError
 from provider.oci import Descriptor, Manifest, parse_manifest
 from provider.reference import parse_reference
+from provider.verdict import ArtifactResult
 from provider.verifiers.base import Subject, VerificationRequest, Verifier, VerifierResult
 from provider.verifiers.base import verifier_types as registry
 from tests.support.content import make_artifact_manifest, make_image, sha256_digest
@@ -89,9 +90,15 @@ def _verifier(tmp_path: Path, spec: dict[str, Any], with_vex_policy: bool = Fals
     return plugin.create(vspec)
 
 
-async def _run(verifier: Verifier, store: Store, artifact: Descriptor, siblings: list[Descriptor]) -> VerifierResult:
+async def _run(
+    verifier: Verifier,
+    store: Store,
+    artifact: Descriptor,
+    siblings: list[Descriptor],
+    accepted: frozenset[str] = frozenset(),
+) -> VerifierResult:
     manifest = await store.fetch_manifest(artifact)
-    request = VerificationRequest(SUBJECT, artifact, manifest, store, NOW, tuple(siblings))
+    request = VerificationRequest(SUBJECT, artifact, manifest, store, NOW, tuple(siblings), accepted)
     assert verifier.can_verify(artifact)
     return await verifier.verify(request)
 
@@ -143,25 +150,85 @@ def test_configuration_problems_are_reported_with_paths(tmp_path: Path) -> None:
     assert "verifiers[0].schemaFile: not a valid JSON Schema: 12 is not valid" in invalid
 
 
+def _result(artifact: Descriptor, outcome: VerifierResult, verifier: str = "v") -> ArtifactResult:
+    return ArtifactResult(
+        artifact.digest, artifact.artifact_type or "", verifier, "vulnerability-report", outcome.succeeded,
+        outcome.reason, outcome.details,
+    )  # fmt: skip
+
+
+async def _judged(verifier: Verifier, store: Store, artifacts: list[Descriptor]) -> list[ArtifactResult]:
+    return [_result(a, await _run(verifier, store, a, artifacts)) for a in artifacts]
+
+
+def _reconcile(verifier: Verifier, results: list[ArtifactResult], signed: Any = None, complete: bool = True) -> Any:
+    reconcile = verifier.reconcile  # type: ignore[attr-defined]
+    return reconcile(results, signed or (lambda r: None), complete)
+
+
 async def test_newest_report_decides_and_older_ones_are_superseded(tmp_path: Path) -> None:
     verifier = _verifier(tmp_path, {"type": "vulnerability-report", "maxSeverity": "HIGH", "maximumAge": "24h"})
     store = Store()
-    old = store.add(mt.SARIF_JSON, _sarif("CVE-1", "CRITICAL"), _stamp(timedelta(hours=5)))
+    old = store.add(mt.SARIF_JSON, _sarif("CVE-1", "LOW"), _stamp(timedelta(hours=5)))
     new = store.add(mt.SARIF_JSON, _sarif("CVE-2", "LOW"), _stamp(timedelta(hours=1)))
-    # No annotation on the descriptor or manifest: its own SARIF time (3h ago) places it in the middle.
+    # No annotation on the manifest: its own SARIF time (3h ago) places it in the middle.
     own_time = store.add(
         mt.SARIF_JSON, _sarif("CVE-3", "CRITICAL", invocations=[{"endTimeUtc": _stamp(timedelta(hours=3))}])
     )
-    siblings = [old, new, own_time]
-    old_result = await _run(verifier, store, old, siblings)
+    judged = await _judged(verifier, store, [old, new, own_time])
+    assert [r.succeeded for r in judged] == [True, True, False]
+    old_result, newest, middle = _reconcile(verifier, judged)
     assert (old_result.succeeded, old_result.reason) == (False, f"superseded by {new.digest}")
-    assert old_result.details["superseded"] is True
-    assert (await _run(verifier, store, own_time, siblings)).reason == f"superseded by {new.digest}"
-    newest = await _run(verifier, store, new, siblings)
-    assert newest.succeeded and newest.details["highestSeverity"] == "LOW", newest.reason
-    alone = await _run(verifier, store, own_time, [own_time])
+    assert old_result.details["superseded"] is True and old_result.details["supersededBy"] == new.digest
+    assert newest.succeeded and newest.details["highestSeverity"] == "LOW" and not newest.details["superseded"]
+    # A report that failed on its own keeps its reason, and is marked superseded.
+    assert middle.reason == "CVE-3 (CRITICAL) exceeds the highest allowed severity HIGH"
+    assert middle.details["superseded"] is True
+    [alone] = _reconcile(verifier, await _judged(verifier, store, [own_time]))
     assert not alone.succeeded and alone.details["reportCreatedSource"] == "report"
     assert "CVE-3 (CRITICAL) exceeds the highest allowed severity HIGH" in alone.reason
+
+
+async def test_only_eligible_reports_compete_and_an_unknown_newest_fails_closed(tmp_path: Path) -> None:
+    """Unsigned or unreadable reports cannot outrank signed ones; when the newest signed report cannot be
+    established (no usable time, a tie, a capped listing) no report counts."""
+    verifier = _verifier(tmp_path, {"type": "vulnerability-report", "maxSeverity": "HIGH"})
+    store = Store()
+    clean = store.add(mt.SARIF_JSON, _sarif("CVE-1", "LOW"), _stamp(timedelta(days=3)))
+    critical = store.add(mt.SARIF_JSON, _sarif("CVE-2", "CRITICAL"), _stamp(timedelta(hours=1)))
+    junk = [store.add(mt.SARIF_JSON, _sarif("CVE-3", "LOW"), f"9999-junk-{i:02}") for i in range(3)]
+    unreadable = store.add(mt.SARIF_JSON, b"{not json", _stamp(timedelta(minutes=1)))
+    signed_digests = {clean.digest, critical.digest}
+
+    def signed(result: ArtifactResult) -> bool:
+        return result.digest in signed_digests
+
+    judged = await _judged(verifier, store, [*junk, clean, unreadable, critical])
+    assert all(r.succeeded for r in judged[:3]), "junk reports pass on their own (no maximumAge)"
+    reconciled = {r.digest: r for r in _reconcile(verifier, judged, signed)}
+    assert not any(r.succeeded for r in reconciled.values())
+    assert reconciled[clean.digest].reason == f"superseded by {critical.digest}"
+    assert reconciled[critical.digest].reason == "CVE-2 (CRITICAL) exceeds the highest allowed severity HIGH"
+    assert all(reconciled[j.digest].reason == f"superseded by {critical.digest}" for j in junk)
+
+    # Without the critical report the signed clean one decides, whatever the junk claims.
+    judged = await _judged(verifier, store, [*junk, clean])
+    reconciled = {r.digest: r for r in _reconcile(verifier, judged, signed)}
+    assert reconciled[clean.digest].succeeded and not any(reconciled[j.digest].succeeded for j in junk)
+
+    # Signed reports whose order cannot be established: none counts.
+    undated = store.add(mt.SARIF_JSON, _sarif("CVE-4", "LOW"))
+    signed_digests.add(undated.digest)
+    results = _reconcile(verifier, await _judged(verifier, store, [clean, undated]), signed)
+    assert not any(r.succeeded for r in results)
+    assert "has no usable creation time" in results[0].reason and results[0].details["newestUnknown"] is True
+    twin = store.add(mt.SARIF_JSON, _sarif("CVE-5", "LOW"), _stamp(timedelta(days=3)))
+    signed_digests.add(twin.digest)
+    results = _reconcile(verifier, await _judged(verifier, store, [clean, twin]), signed)
+    assert not any(r.succeeded for r in results)
+    assert all("2 reports share the newest creation time" in r.reason for r in results)
+    [capped] = _reconcile(verifier, await _judged(verifier, store, [clean]), signed, complete=False)
+    assert not capped.succeeded and "not every listed report was examined" in capped.reason
 
 
 async def test_creation_time_fails_closed_unless_configured(tmp_path: Path) -> None:
@@ -216,13 +283,19 @@ async def test_vex_siblings_are_read_but_not_claimed(tmp_path: Path) -> None:
     vex = store.add(mt.OPENVEX_JSON_SHORT, json.dumps(vex_doc).encode())
     broken_vex = store.add(mt.OPENVEX_JSON, b"[]")
     assert not verifier.can_verify(vex)
-    result = await _run(verifier, store, report, [report, vex, broken_vex])
+    # Only documents the executor accepted (verified, and signed as the policy requires) are read.
+    refused = await _run(verifier, store, report, [report, vex, broken_vex])
+    assert not refused.succeeded and refused.details["vexDocuments"] == []
+    assert refused.details["vexErrors"] == [
+        f"{d.digest[:19]}: not used: not verified with the signatures the policy requires" for d in (vex, broken_vex)
+    ]
+    result = await _run(verifier, store, report, [report, vex, broken_vex], frozenset({vex.digest, broken_vex.digest}))
     assert result.succeeded, result.reason
     assert result.details["vexDocuments"] == [vex.digest]
     assert result.details["suppressions"][0]["status"] == "fixed"
     assert result.details["vexErrors"] == [f"{broken_vex.digest[:19]}: not an OpenVEX document: @context is None"]
     without = _verifier(tmp_path, {"type": "vulnerability-report", "maxSeverity": "MEDIUM", "vex": {"enabled": False}})
-    assert not (await _run(without, store, report, [report, vex])).succeeded
+    assert not (await _run(without, store, report, [report, vex], frozenset({vex.digest}))).succeeded
 
     standalone = _verifier(tmp_path, {"type": "vex", "requireSubjectProduct": True})
     ok = await _run(standalone, store, vex, [vex])
@@ -298,9 +371,45 @@ def test_vex_needs_a_policy_that_requires_signed_vex(tmp_path: Path) -> None:
     assert exc.value.problems == [
         "verifiers[0]: vex.enabled: VEX documents suppress findings, so each must be signed: configure a `vex` "
         "verifier for application/openvex+json, application/vnd.openvex+json and a rules-policy rule over it with "
-        "match: every and nested verifiers (docs/metadata.md), or set vex.enabled: false"
+        "match: every and nested verifiers, covering every VEX artifact type and every scope of this verifier "
+        "(docs/metadata.md), or set vex.enabled: false"
     ]
     assert _verifier(tmp_path, {"type": "vulnerability-report", "vex": {"enabled": True}}, True) is not None
+
+
+def test_vex_rule_must_cover_every_vex_type_and_scope_the_report_verifier_reads(tmp_path: Path) -> None:
+    """Attack A4's configuration (issue #21): the vex-signed rule names only one VEX type; reading the other type
+    unsigned must not pass `referee config check`. Scopes likewise."""
+
+    def problems(rule_extra: dict[str, Any], vex_extra: dict[str, Any], vuln_extra: dict[str, Any]) -> list[str]:
+        doc: dict[str, Any] = {
+            "verifiers": [
+                {"name": "v", "type": "vulnerability-report", "vex": {"enabled": True}, **vuln_extra},
+                {"name": "sig", "type": "cosign", "keys": [COSIGN_KEY]},
+                {"name": "vexdocs", "type": "vex", **vex_extra},
+            ],
+            "policy": {"type": "rules", "rules": [
+                {"name": "report", "verifiers": ["v"]},
+                {"name": "vex-signed", "verifiers": ["vexdocs"], "match": "every", "minCount": 0,
+                 "nested": {"verifiers": ["sig"]}, **rule_extra},
+            ]},
+        }  # fmt: skip
+        path = tmp_path / "referee.yaml"
+        path.write_text(json.dumps(doc))
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+    assert problems({}, {}, {}) == []
+    assert problems({"artifactTypes": [mt.OPENVEX_JSON, mt.OPENVEX_JSON_SHORT]}, {}, {}) == []
+    [one_type] = problems({"artifactTypes": [mt.OPENVEX_JSON]}, {}, {})
+    assert one_type.startswith("verifiers[0]: vex.enabled: VEX documents suppress findings")
+    assert problems({"scopes": ["registry.example/team/*"]}, {}, {})
+    assert problems({}, {"scopes": ["registry.example/team/*"]}, {})
+    assert problems({"scopes": ["registry.example/*"]}, {}, {"scopes": ["registry.example/team/*"]}) == []
+    assert problems({"scopes": ["registry.example"]}, {}, {"scopes": ["registry.example/team/*"]}) == []
 
 
 # -- review findings: each asserts the fixed behaviour ----------------------------------------------------------
@@ -339,7 +448,7 @@ async def test_future_dated_and_invalid_vex_documents_are_not_used(tmp_path: Pat
                "products": product, "status": "fixed"}]}  # fmt: skip
     overflow = {**base, "timestamp": "9999-12-31T23:59:59-01:00", "statements": []}
     docs = [store.add(mt.OPENVEX_JSON, json.dumps(d).encode()) for d in (future, invalid, overflow)]
-    result = await _run(verifier, store, report, [report, *docs])
+    result = await _run(verifier, store, report, [report, *docs], frozenset(d.digest for d in docs))
     assert not result.succeeded
     assert result.details["suppressions"] == []
     errors = " ".join(result.details["vexErrors"])

@@ -78,7 +78,7 @@ async def _subject(store: OCILayoutStore, ref: ImageRef = REF) -> Descriptor:
 async def _referrers(
     store: OCILayoutStore, subject: Descriptor, types: frozenset[str] | None = None
 ) -> list[Descriptor]:
-    return [d async for d in store.list_referrers(REF, subject, types)]
+    return list((await store.list_referrers(REF, subject, types)).descriptors)
 
 
 # -- resolve -------------------------------------------------------------------------------------------------------
