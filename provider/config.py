@@ -19,6 +19,7 @@ import yaml
 
 from provider.confignode import Node, Problems, Secret
 from provider.errors import ConfigError
+from provider.files import read_regular
 from provider.policies.base import PolicySpec, policy_types
 from provider.stores.base import StoreSpec, store_types
 from provider.verifiers.base import VerifierSpec, verifier_types
@@ -137,17 +138,19 @@ class Config:
     limits: LimitsConfig
     generation: str
     source: str | None = None
+    sources: tuple[str, ...] = ()
 
     def verifier(self, name: str) -> VerifierSpec | None:
         return next((v for v in self.verifiers if v.name == name), None)
 
 
 def matches_any(patterns: tuple[str, ...], registry: str, repository: str) -> bool:
-    """Glob patterns matched against ``registry`` (no ``/`` in the pattern) or ``registry/repository``."""
+    """Glob patterns (``*`` and ``?``; brackets are literal, as in ``[::1]:5000``) matched against ``registry`` (no
+    ``/`` in the pattern) or ``registry/repository``."""
     name = f"{registry}/{repository}"
     for pattern in patterns:
         target = name if "/" in pattern else registry
-        if fnmatch.fnmatchcase(target, pattern):
+        if fnmatch.fnmatchcase(target, pattern.replace("[", "[[]")):
             return True
     return False
 
@@ -220,7 +223,7 @@ def _parse_token_realms(node: Node) -> tuple[str, ...]:
     for i, realm in enumerate(realms):
         if "/" in realm or "@" in realm or "*" in realm or not realm:
             node.problems.add(f"{node.child_path('tokenRealms')}[{i}]", "must be a host or host:port, no wildcards")
-    return realms
+    return tuple(r.lower().removesuffix(":443") for r in realms)
 
 
 def _parse_registries(node: Node) -> RegistriesConfig:
@@ -237,8 +240,8 @@ def _parse_registries(node: Node) -> RegistriesConfig:
         ca_pem, _ = h.file_or_inline("ca", max_bytes=1024 * 1024)
         if ca_pem is not None:
             try:
-                ssl.create_default_context(cadata=ca_pem.decode("ascii", "replace"))
-            except (ssl.SSLError, ValueError):
+                ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+            except (ssl.SSLError, ValueError, TypeError):
                 h.error("not a PEM CA certificate bundle", "ca_file" if h.has("ca_file") else "ca")
         if plain_http and ca_pem is not None:
             h.error("plainHttp and a CA bundle contradict each other", "plain_http")
@@ -461,6 +464,7 @@ def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str
         limits=limits,
         generation=problems.fingerprint.hexdigest()[:16],
         source=source,
+        sources=tuple(dict.fromkeys(problems.sources)),
     )
 
 
@@ -468,8 +472,7 @@ def load_config(path: str | Path) -> Config:
     """Read, parse and validate a configuration file."""
     p = Path(path)
     try:
-        with p.open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        raw = read_regular(p, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError([f"cannot read {p}: {exc.strerror or exc}"]) from None
     if len(raw) > MAX_CONFIG_BYTES:
@@ -477,11 +480,46 @@ def load_config(path: str | Path) -> Config:
     return load_config_bytes(raw, p.resolve().parent, str(p))
 
 
-def load_config_bytes(raw: bytes, base_dir: Path, source: str | None = None) -> Config:
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # an unhashable key: the base constructor reports it
+            if duplicate:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {str(key)[:80]!r} (line {mark.line + 1})", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(raw: bytes) -> object:
     try:
-        document = yaml.safe_load(raw)
+        return yaml.load(raw, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"]) from None
-    return parse_config(document, base_dir, raw, source)
+    except RecursionError:
+        raise ConfigError(["not usable YAML: nested too deeply"]) from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits (int conversion limit)
+        raise ConfigError([f"not usable YAML: {str(exc)[:120]}"]) from None
+
+
+def load_config_bytes(raw: bytes, base_dir: Path, source: str | None = None) -> Config:
+    """Parse configuration bytes. An empty document is refused: it would configure an empty allow list and no
+    policy, i.e. deny every image — what a file caught mid-write looks like."""
+    document = _load_yaml(raw)
+    if document is None:
+        raise ConfigError([f"{source or 'the configuration'} is empty (no YAML document); refusing to apply it"])
+    try:
+        return parse_config(document, base_dir, raw, source)
+    except RecursionError:
+        raise ConfigError(["not usable YAML: nested too deeply"]) from None

@@ -14,16 +14,36 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from provider.files import read_regular
+
 T = TypeVar("T")
 
 _MISSING: Any = object()
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|M|G)?\s*$")
 _SIZE_UNITS = {
     None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
     "KB": 1000, "MB": 1000**2, "GB": 1000**3, "k": 1000, "M": 1000**2, "G": 1000**3,
 }  # fmt: skip
-_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from ``250ms``, ``3s``, ``5m``, ``1h``, ``7d``, a bare number of seconds, or a compound in
+    decreasing units as Referee prints ages (``1d12h``, ``7d0h``, ``1h30m``); ``None`` when it is none of these."""
+    m = _DURATION_RE.match(text)
+    if m:
+        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    compact = text.strip()
+    parts = _DURATION_PART_RE.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        return None
+    order = ["d", "h", "m", "s", "ms"]
+    ranks = [order.index(u) for _, u in parts]
+    if ranks != sorted(set(ranks)):
+        return None
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 def camel(name: str) -> str:
@@ -62,17 +82,19 @@ class Problems:
         self.items: list[str] = []
         self.base_dir = base_dir
         self.fingerprint = hashlib.sha256()
+        self.sources: list[str] = []
 
     def add(self, path: str, message: str) -> None:
         self.items.append(f"{path}: {message}" if path else message)
 
     def read_file(self, path: str, node_path: str, max_bytes: int = 16 * 1024 * 1024) -> bytes | None:
         resolved = self.resolve(path)
+        self.sources.append(str(resolved))
         try:
-            with resolved.open("rb") as fh:
-                data = fh.read(max_bytes + 1)
-        except OSError as exc:
-            self.add(node_path, f"cannot read {path}: {exc.strerror or exc}")
+            data = read_regular(resolved, max_bytes)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.add(node_path, f"cannot read {path}: {reason}")
             return None
         if len(data) > max_bytes:
             self.add(node_path, f"{path} is larger than {max_bytes} bytes")
@@ -152,14 +174,14 @@ class Node:
         return value
 
     def duration(self, name: str, default: float, minimum: float = 0.0) -> float:
-        """Seconds from ``250ms``, ``3s``, ``5m``, ``1h`` or a bare number of seconds."""
+        """Seconds from a duration string (:func:`parse_duration`) or a bare number of seconds."""
         value = self._get(name, default, (int, float, str), "a duration such as 3s or 250ms")
         if isinstance(value, str):
-            m = _DURATION_RE.match(value)
-            if not m:
-                self.error(f"invalid duration {value!r} (use e.g. 250ms, 3s, 5m, 1h)", name)
+            parsed = parse_duration(value)
+            if parsed is None:
+                self.error(f"invalid duration {value!r} (use e.g. 250ms, 3s, 5m, 1h, 7d, 1d12h)", name)
                 return default
-            value = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+            value = parsed
         seconds = float(value)
         if not math.isfinite(seconds):
             self.error(f"must be a finite duration, got {value!r}", name)

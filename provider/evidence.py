@@ -17,7 +17,7 @@ Per level (the image, then each artifact whose own referrers are verified):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -27,9 +27,16 @@ import structlog
 from provider import mediatypes as mt
 from provider import metrics
 from provider.config import LimitsConfig
-from provider.errors import NotFoundError, ProviderError, ReferrersCappedError, SubjectMismatchError
+from provider.errors import (
+    ArtifactTooLargeError,
+    DigestMismatchError,
+    NotFoundError,
+    ProviderError,
+    ReferrersCappedError,
+    SubjectMismatchError,
+)
 from provider.oci import Descriptor, Manifest
-from provider.policies.base import PolicyEnforcer, signed_under
+from provider.policies.base import PolicyEnforcer, Signature, signed_under
 from provider.stores.base import ReferrerStore
 from provider.verdict import ArtifactResult
 from provider.verifiers.base import (
@@ -45,6 +52,7 @@ log = structlog.get_logger("referee.evidence")
 
 T = TypeVar("T")
 EXAMINE_FACTOR = 4
+READ_FAULTS = (DigestMismatchError, ArtifactTooLargeError, NotFoundError)
 MAX_NOTES = 8
 MAX_NOTE_CHARS = 300
 
@@ -91,19 +99,39 @@ async def _all(works: Sequence[Awaitable[T]]) -> list[T]:
 
 
 class _Content:
-    """A verifier's view of the subject's repository (digest-verified, size-limited reads)."""
+    """A verifier's view of the subject's repository (digest-verified, size-limited reads).
 
-    def __init__(self, store: ReferrerStore, subject: Subject, max_blob_bytes: int) -> None:
+    A read that fails for the registry's sake — wrong bytes for a digest, more bytes than the descriptor declared,
+    an artifact listed but gone — is reported to ``on_fault`` even when the verifier turns it into a failed result:
+    a verdict that could not read its evidence must not be cached as a plain denial."""
+
+    def __init__(
+        self,
+        store: ReferrerStore,
+        subject: Subject,
+        max_blob_bytes: int,
+        on_fault: Callable[[Descriptor, ProviderError], None],
+    ) -> None:
         self._store = store
         self._ref = subject.ref
         self._max_blob_bytes = max_blob_bytes
+        self._on_fault = on_fault
 
     async def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
-        return await self._store.fetch_manifest(self._ref, descriptor)
+        try:
+            return await self._store.fetch_manifest(self._ref, descriptor)
+        except READ_FAULTS as exc:
+            self._on_fault(descriptor, exc)
+            raise
 
     async def fetch_blob(self, descriptor: Descriptor, max_bytes: int | None = None) -> bytes:
         limit = self._max_blob_bytes if max_bytes is None else min(max_bytes, self._max_blob_bytes)
-        return await self._store.fetch_blob(self._ref, descriptor, limit)
+        try:
+            return await self._store.fetch_blob(self._ref, descriptor, limit)
+        except READ_FAULTS as exc:
+            if not (isinstance(exc, ArtifactTooLargeError) and descriptor.size > limit):
+                self._on_fault(descriptor, exc)  # declared too large is the artifact's own problem, not a fault
+            raise
 
 
 def error_result(artifact: Descriptor, spec: VerifierSpec, code: str, reason: str) -> ArtifactResult:
@@ -138,7 +166,7 @@ class EvidenceCollector:
         self._limits = limits
         self._semaphore = semaphore
         self._now = now
-        self._content = _Content(store, subject, limits.max_blob_bytes)
+        self._content = _Content(store, subject, limits.max_blob_bytes, self._read_fault)
         self._nested: dict[tuple[str, int], asyncio.Task[list[ArtifactResult]]] = {}
         self.notes: list[str] = []
         self.complete = True
@@ -149,6 +177,10 @@ class EvidenceCollector:
         finally:
             for task in self._nested.values():
                 task.cancel()
+
+    def _read_fault(self, descriptor: Descriptor, exc: ProviderError) -> None:
+        self.complete = False
+        self._note(f"{descriptor.digest[:19]} could not be read: {exc.code}")
 
     def _note(self, text: str) -> None:
         if len(self.notes) < MAX_NOTES and text not in self.notes:
@@ -170,25 +202,27 @@ class EvidenceCollector:
         consumed = [v for v in self._verifiers if getattr(v.verifier, "consumes", None)]
         results: dict[int, ArtifactResult] = {}
 
-        def signed(result: ArtifactResult) -> bool | None:
+        def signed(result: ArtifactResult) -> Signature:
             return signed_under(self._policy, subject, result)
 
-        async def judge(group: Sequence[ConfiguredVerifier], accepted: frozenset[str]) -> None:
+        async def judge(
+            group: Sequence[ConfiguredVerifier], accepted: frozenset[str], unsettled: frozenset[str]
+        ) -> None:
             jobs = [
                 (i * len(self._verifiers) + self._verifiers.index(v), entry, v)
                 for i, entry in enumerate(entries)
                 for v in group
                 if v.verifier.can_verify(entry.descriptor)
             ]
-            done = await _all([self._run_one(subject, e, v, examined, accepted, depth) for _, e, v in jobs])
+            done = await _all([self._run_one(subject, e, v, examined, accepted, unsettled, depth) for _, e, v in jobs])
             results.update((index, result) for (index, _, _), result in zip(jobs, done, strict=True))
 
-        await judge([v for v in self._verifiers if v not in consumed], frozenset())
+        await judge([v for v in self._verifiers if v not in consumed], frozenset(), frozenset())
         if consumed:
-            accepted = frozenset(
-                r.digest for r in results.values() if r.succeeded and r.error is None and signed(r) is True
-            )
-            await judge(consumed, accepted)
+            passed = [r for r in results.values() if r.succeeded and r.error is None]
+            accepted = frozenset(r.digest for r in passed if signed(r) is Signature.PRESENT)
+            unsettled = frozenset(r.digest for r in passed if signed(r) is Signature.UNKNOWN) - accepted
+            await judge(consumed, accepted, unsettled)
         ordered = [results[i] for i in sorted(results)]
         truncated = set(capped) | (set(wanted) if listing.truncated else set())
         ordered.extend(self._capped_results(subject, capped, listing.truncated, wanted))
@@ -234,6 +268,9 @@ class EvidenceCollector:
         except ProviderError as exc:
             if exc.transient:
                 raise
+            declared_too_large = descriptor.size > self._limits.max_manifest_bytes
+            if isinstance(exc, READ_FAULTS) and not declared_too_large:
+                self._read_fault(descriptor, exc)
             return _Entry(descriptor, fault=exc)
         return _Entry(descriptor, manifest=manifest)
 
@@ -284,6 +321,7 @@ class EvidenceCollector:
         configured: ConfiguredVerifier,
         examined: tuple[Descriptor, ...],
         accepted: frozenset[str],
+        unsettled: frozenset[str],
         depth: int,
     ) -> ArtifactResult:
         spec = configured.spec
@@ -306,6 +344,7 @@ class EvidenceCollector:
                 now=self._now,
                 referrers=examined,
                 accepted=accepted,
+                unsettled=unsettled,
             )
             async with self._semaphore:
                 result: VerifierResult = await configured.verifier.verify(request)
@@ -353,5 +392,7 @@ class EvidenceCollector:
         except ProviderError as exc:
             if exc.transient:
                 raise
+            self.complete = False
+            self._note(f"the referrers of {digest[:19]} could not be listed: {exc.code}")
             reason = f"nested evidence could not be listed: {exc}"
-            return [error_result(manifest.descriptor, spec, exc.code, reason)]
+            return [error_result(manifest.descriptor, v.spec, exc.code, reason) for v in self._verifiers]

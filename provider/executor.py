@@ -119,8 +119,8 @@ class Engine:
         self.verdicts: TTLMap[tuple[str, str, str, str], Verdict] = TTLMap(
             "verdict", c.verdict_max_entries, c.verdict_ttl, self._monotonic
         )
-        # A denial decided without examining every referrer (a cap was hit) is kept only briefly: a flood of
-        # referrers must not lock an image out for the verdict TTL.
+        # A verdict decided without examining every referrer (a cap was hit, evidence could not be read) is kept
+        # only briefly: a flood must not lock an image out, nor keep an allow decided on partial evidence, for long.
         self.partial_verdicts: TTLMap[tuple[str, str, str, str], Verdict] = TTLMap(
             "verdict-partial", c.verdict_max_entries, min(c.verdict_ttl, c.tag_ttl), self._monotonic
         )
@@ -226,7 +226,7 @@ class Engine:
                 )
             finally:
                 metrics.IN_FLIGHT.dec()
-            if verdict.allowed or verdict.complete:
+            if verdict.complete:
                 self.verdicts.put(cache_key, verdict)
             else:
                 self.partial_verdicts.put(cache_key, verdict)

@@ -50,4 +50,21 @@ def configure(level: str = "info", json_output: bool = True, stream: Any = None)
         logger_factory=lambda *args: _StreamLogger(stream),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), format="%(message)s")
+    root = logging.getLogger()
+    root.handlers[:] = [_StdlibBridge()]
+    root.setLevel(max(numeric, logging.WARNING))
+
+
+class _StdlibBridge(logging.Handler):
+    """Library log records (aiohttp's "Error handling request", asyncio) as one JSON event each, without the
+    traceback: a malformed request from a client is not a server error worth a stack, and a stack in the log
+    breaks JSON-per-line shipping."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name, "message": record.getMessage()[:300]}
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["error"] = f"{type(record.exc_info[1]).__name__}: {str(record.exc_info[1])[:200]}"
+            structlog.get_logger(record.name).log(record.levelno, "library_log", **fields)
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)

@@ -133,6 +133,9 @@ def parse_reference(value: str) -> ImageRef:
         registry, path = first, remainder
         if not _HOST_RE.fullmatch(registry):
             raise ReferenceInvalidError(f"invalid registry host {registry!r} in {value!r}")
+        port = registry.rsplit(":", 1)[1] if ":" in registry.rsplit("]", 1)[-1] else None
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise ReferenceInvalidError(f"invalid registry port {port} in {value!r} (1-65535)")
     else:
         registry, path = DOCKER_HUB, rest
     if registry in ("index.docker.io", "registry-1.docker.io"):

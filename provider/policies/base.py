@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,12 +25,28 @@ class PolicyEnforcer(Protocol):
         ...
 
 
-def signed_under(policy: PolicyEnforcer, subject: Subject, result: ArtifactResult) -> bool | None:
-    """Whether ``result``'s artifact carries every signature the policy requires on it (``None``: none required)."""
+class Signature(enum.Enum):
+    """Whether an artifact carries the signatures the policy requires on it."""
+
+    NOT_REQUIRED = "not-required"
+    PRESENT = "present"
+    MISSING = "missing"
+    UNKNOWN = "unknown"
+    """Required and not verified, but some of the artifact's own referrers of a signing verifier could not be
+    examined (a cap, an unfetchable or unreadable referrer, a listing that failed): it may be signed."""
+
+
+def signed_under(policy: PolicyEnforcer, subject: Subject, result: ArtifactResult) -> Signature:
+    """Whether ``result``'s artifact carries every signature the policy requires on it."""
     groups = policy.required_signers(subject, result.verifier, result.artifact_type)
     if not groups:
-        return None
-    return all(any(n.verifier in g and n.succeeded and n.error is None for n in result.nested) for g in groups)
+        return Signature.NOT_REQUIRED
+    if all(any(n.verifier in g and n.succeeded and n.error is None for n in result.nested) for g in groups):
+        return Signature.PRESENT
+    signers = frozenset().union(*groups)
+    if any(n.error is not None and n.verifier in signers for n in result.nested):
+        return Signature.UNKNOWN
+    return Signature.MISSING
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,13 @@ current deadline (:mod:`provider.deadline`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import random
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -71,6 +72,7 @@ MAX_REDIRECTS = 3
 MAX_ERROR_BODY = 64 * 1024
 MAX_TOKEN_BODY = 64 * 1024
 MAX_RETRY_AFTER = 30.0
+MAX_PAUSE = 60.0
 # Registries whose token service lives on another host; their credentials may go there without configuration.
 LISTING_FACTOR = 4
 KNOWN_TOKEN_REALMS: dict[str, frozenset[str]] = {"docker.io": frozenset({"auth.docker.io"})}
@@ -84,16 +86,46 @@ class Response:
     url: str
 
 
+class HostSlots:
+    """Concurrent attempts on one registry host (``maxConcurrency``), shared between repositories: one repository
+    holds at most half of them, so a repository that hangs cannot starve the others. A slot is held for one attempt,
+    never across a back-off or a pause."""
+
+    def __init__(self, limit: int) -> None:
+        self._host = asyncio.Semaphore(limit)
+        self._repository_limit = max(1, (limit + 1) // 2)
+        self._repositories: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, repository: str) -> AsyncIterator[None]:
+        semaphore, users = self._repositories.get(repository, (None, 0))
+        if semaphore is None:
+            semaphore = asyncio.Semaphore(self._repository_limit)
+        self._repositories[repository] = (semaphore, users + 1)
+        try:
+            async with semaphore, self._host:
+                yield
+        finally:
+            semaphore, users = self._repositories[repository]
+            if users <= 1:
+                del self._repositories[repository]
+            else:
+                self._repositories[repository] = (semaphore, users - 1)
+
+
 @dataclass(slots=True)
 class _Host:
     registry: str
     base_url: str
     ssl: ssl.SSLContext | bool
-    semaphore: asyncio.Semaphore
+    slots: HostSlots
     auth: HostAuthState
     settings: RegistryHostConfig
     referrers_api_unsupported_until: float = 0.0
     helper_only: bool = False
+    paused_until: float = 0.0
+    probe: asyncio.Future[bool] | None = None
+    referrers_api_seen: bool = False
 
 
 def _ssl_context(settings: RegistryHostConfig) -> ssl.SSLContext | bool:
@@ -205,7 +237,7 @@ class RegistryClient:
             registry=ref.registry,
             base_url=f"{scheme}://{api_host}",
             ssl=_ssl_context(settings),
-            semaphore=asyncio.Semaphore(settings.max_concurrency or self.config.max_concurrency),
+            slots=HostSlots(settings.max_concurrency or self.config.max_concurrency),
             auth=HostAuthState(credentials=credentials),
             settings=settings,
             helper_only=credentials is None
@@ -387,43 +419,72 @@ class RegistryClient:
         target = url or f"{host.base_url}{path}"
         attempts = 0
         authenticated_retry = False
-        async with host.semaphore:
-            while True:
-                attempts += 1
-                try:
+        while True:
+            await self._wait_if_paused(host, what)
+            try:
+                async with host.slots.slot(ref.repository):
+                    if self._monotonic() < host.paused_until:
+                        continue  # paused while this attempt waited for a slot: wait (or fail) without one
+                    attempts += 1
                     resp = await self._send(host, method, target, scope, accept, max_bytes, what)
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
-                        raise RegistryError(f"{host.registry}: TLS certificate not trusted: {exc}") from None
-                    if attempts >= self.config.max_attempts:
-                        raise RegistryUnavailableError(
-                            f"{host.registry} unreachable after {attempts} attempts ({type(exc).__name__})"
-                        ) from None
-                    await self._backoff(host, attempts, None, what)
-                    continue
-                if resp.status == 401:
-                    challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
-                    if challenge is None:
-                        raise AuthDeniedError(f"{host.registry} answered 401 without a challenge for {what}")
-                    if authenticated_retry:
-                        if challenge.scheme == "bearer":
-                            self._tokens.drop(self._token_key(host, challenge, scope))
-                        detail = f" ({challenge.error})" if challenge.error else ""
-                        raise AuthDeniedError(f"{host.registry} refused access to {ref.repository}{detail}")
-                    authenticated_retry = True
-                    stale = host.auth.challenge
-                    if stale is not None and stale.scheme == "bearer":
-                        self._tokens.drop(self._token_key(host, stale, scope))
-                    await self._authenticate(host, challenge, scope)
-                    continue
-                if _retryable(resp.status):
-                    if attempts >= self.config.max_attempts:
-                        raise RegistryUnavailableError(
-                            f"{host.registry} answered {resp.status} to {what} after {attempts} attempts"
-                        )
-                    await self._backoff(host, attempts, _parse_retry_after(resp.headers.get("Retry-After")), what)
-                    continue
-                return resp
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
+                    raise RegistryError(f"{host.registry}: TLS certificate not trusted: {exc}") from None
+                if attempts >= self.config.max_attempts:
+                    raise RegistryUnavailableError(
+                        f"{host.registry} unreachable after {attempts} attempts ({type(exc).__name__})"
+                    ) from None
+                await self._backoff(host, attempts, None, what)
+                continue
+            if resp.status == 401:
+                challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+                if challenge is None:
+                    raise AuthDeniedError(f"{host.registry} answered 401 without a challenge for {what}")
+                if authenticated_retry:
+                    if challenge.scheme == "bearer":
+                        self._tokens.drop(self._token_key(host, challenge, scope))
+                    detail = f" ({challenge.error})" if challenge.error else ""
+                    raise AuthDeniedError(f"{host.registry} refused access to {ref.repository}{detail}")
+                authenticated_retry = True
+                stale = host.auth.challenge
+                if stale is not None and stale.scheme == "bearer":
+                    self._tokens.drop(self._token_key(host, stale, scope))
+                await self._authenticate(host, challenge, scope)
+                continue
+            if _retryable(resp.status):
+                retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+                if retry_after is not None and resp.status in (429, 503):
+                    self._pause(host, retry_after, resp.status)
+                if attempts >= self.config.max_attempts:
+                    raise RegistryUnavailableError(
+                        f"{host.registry} answered {resp.status} to {what} after {attempts} attempts"
+                    )
+                await self._backoff(host, attempts, retry_after, what)
+                continue
+            return resp
+
+    def _pause(self, host: _Host, seconds: float, status: int) -> None:
+        """A registry that asked every client to wait (429/503 with ``Retry-After``) is not asked again until then:
+        one request per key would turn a throttled registry into a 429 storm."""
+        until = self._monotonic() + min(seconds, MAX_PAUSE)
+        if until > host.paused_until:
+            host.paused_until = until
+            log.warning(
+                "registry_paused", registry=host.registry, status=status, seconds=round(min(seconds, MAX_PAUSE), 3)
+            )
+
+    async def _wait_if_paused(self, host: _Host, what: str) -> None:
+        """Before an attempt: wait out a registry pause when it ends before the deadline, else fail fast (transient)
+        without sending anything. Never holds a slot."""
+        wait = host.paused_until - self._monotonic()
+        if wait <= 0:
+            return
+        left = deadline.remaining()
+        if left is not None and wait >= left - 0.01:
+            raise RegistryUnavailableError(
+                f"{host.registry} asked clients to wait {wait:.2f}s more (Retry-After), beyond the request deadline"
+            )
+        await asyncio.sleep(wait)
 
     async def _backoff(self, host: _Host, attempt: int, retry_after: float | None, what: str) -> None:
         delay = retry_after if retry_after is not None else min(2.0, 0.1 * 2 ** (attempt - 1))
@@ -616,15 +677,50 @@ class RegistryClient:
     ) -> ReferrerListing:
         host = self._host(ref)
         mode = host.settings.referrers_api
-        use_api = mode == "always" or (mode == "auto" and self._monotonic() >= host.referrers_api_unsupported_until)
-        if use_api:
-            listed = await self._referrers_api(ref, host, subject_digest, artifact_types)
-            if listed is not None:
-                return listed
-            if mode == "auto":
-                host.referrers_api_unsupported_until = self._monotonic() + self.config.referrers_api_memory
-                log.info("referrers_api_unavailable", registry=host.registry, fallback="tag-schema")
+        if mode == "never" or (mode == "auto" and self._monotonic() < host.referrers_api_unsupported_until):
+            return await self._referrers_tag(ref, host, subject_digest, artifact_types, api=False)
+        if mode == "auto" and not host.referrers_api_seen:
+            probe = host.probe
+            if probe is not None and not await self._probe_says_supported(probe):
+                return await self._referrers_tag(ref, host, subject_digest, artifact_types, api=False)
+            if probe is None:
+                return await self._probe_referrers_api(ref, host, subject_digest, artifact_types)
+        listed = await self._referrers_api(ref, host, subject_digest, artifact_types)
+        if listed is not None:
+            return listed
+        if mode == "auto":
+            self._remember_no_referrers_api(host)
         return await self._referrers_tag(ref, host, subject_digest, artifact_types, api=mode == "always")
+
+    async def _probe_referrers_api(
+        self, ref: ImageRef, host: _Host, subject_digest: str, artifact_types: frozenset[str] | None
+    ) -> ReferrerListing:
+        """The first listing on a registry of unknown kind asks the referrers API; concurrent listings wait for its
+        answer instead of probing too (one 404 per registry, not one per key)."""
+        probe: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        host.probe = probe
+        try:
+            listed = await self._referrers_api(ref, host, subject_digest, artifact_types)
+        except BaseException:
+            probe.set_result(True)  # undecided: whoever waits asks for itself
+            raise
+        finally:
+            host.probe = None
+        probe.set_result(listed is not None)
+        if listed is not None:
+            host.referrers_api_seen = True
+            return listed
+        self._remember_no_referrers_api(host)
+        return await self._referrers_tag(ref, host, subject_digest, artifact_types, api=False)
+
+    @staticmethod
+    async def _probe_says_supported(probe: asyncio.Future[bool]) -> bool:
+        return await asyncio.shield(probe)
+
+    def _remember_no_referrers_api(self, host: _Host) -> None:
+        host.referrers_api_seen = False
+        host.referrers_api_unsupported_until = self._monotonic() + self.config.referrers_api_memory
+        log.info("referrers_api_unavailable", registry=host.registry, fallback="tag-schema")
 
     async def _referrers_api(
         self, ref: ImageRef, host: _Host, subject_digest: str, artifact_types: frozenset[str] | None

@@ -20,10 +20,12 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from provider import deadline, metrics
-from provider.config import Config, load_config
+from provider.config import MAX_CONFIG_BYTES, Config, load_config
 from provider.confignode import camel
 from provider.errors import (
     ConfigError,
@@ -37,6 +39,8 @@ from provider.executor import Clock, Engine, Outcome, utc_now
 from provider.limits import read_limited
 from provider.reference import parse_reference
 from provider.server import protocol
+from provider.server.connections import GuardedAppRunner
+from provider.server.reload import ConfigReloader
 from provider.server.tls import ReloadingTLS
 
 log = structlog.get_logger("referee.server")
@@ -47,6 +51,7 @@ class ServerState:
     engine: Engine
     config_path: str | None = None
     tls: ReloadingTLS | None = None
+    reloader: ConfigReloader | None = None
     ready: bool = False
     last_reload_error: list[str] = field(default_factory=list)
 
@@ -67,9 +72,12 @@ async def _read_request(request: web.Request, config: Config) -> protocol.Provid
     """Check the caller's name, read the body within its limit, and parse the ProviderRequest."""
     if not _client_allowed(request, config.server.tls.allowed_client_names):
         raise RequestInvalidError("client certificate name is not in server.tls.allowedClientNames")
-    body = await read_limited(
-        request.content, request.content_length, config.server.max_body_bytes, "body", RequestInvalidError
-    )
+    try:
+        body = await read_limited(
+            request.content, request.content_length, config.server.max_body_bytes, "body", RequestInvalidError
+        )
+    except (HttpProcessingError, RequestPayloadError) as exc:  # e.g. a Content-Encoding that does not decode
+        raise RequestInvalidError(f"the request body could not be decoded ({type(exc).__name__})") from None
     return protocol.parse_request(body, config.server.max_keys)
 
 
@@ -314,19 +322,22 @@ def create_health_app(state: ServerState) -> web.Application:
     return app
 
 
-def reload_once(state: ServerState) -> bool:
-    """Re-read the configuration file; swap it in when it changed and is valid. Returns True on swap."""
-    if state.config_path is None:
+async def reload_once(state: ServerState) -> bool:
+    """Apply the configuration file if it changed, settled and is valid (parsed off the event loop). Returns True
+    when a new generation was swapped in. Never raises: problems are kept in ``lastReloadError``."""
+    if state.reloader is None:
         return False
     try:
-        new = load_config(state.config_path)
+        new = await state.reloader.poll(state.config.server.reload_interval / 4)
     except ConfigError as exc:
         if exc.problems != state.last_reload_error:
             log.error("config_reload_rejected", problems=exc.problems, kept_generation=state.config.generation)
             metrics.CONFIG_RELOADS.labels("rejected").inc()
         state.last_reload_error = exc.problems
-        if state.tls is not None:
-            state.tls.maybe_reload(state.config.server.tls)
+        _reload_tls(state, state.config)
+        return False
+    if new is None:
+        _reload_tls(state, state.config)
         return False
     swapped = False
     if new.generation != state.config.generation:
@@ -348,17 +359,22 @@ def reload_once(state: ServerState) -> bool:
         log.info("config_reloaded", generation=new.generation, previous=old.generation)
         swapped = True
     state.last_reload_error = []
-    if state.tls is not None:
-        state.tls.maybe_reload(new.server.tls)
+    _reload_tls(state, new)
     return swapped
+
+
+def _reload_tls(state: ServerState, config: Config) -> None:
+    if state.tls is not None:
+        state.tls.maybe_reload(config.server.tls)
 
 
 async def _reload_loop(state: ServerState) -> None:
     while True:
         await asyncio.sleep(state.config.server.reload_interval)
         try:
-            reload_once(state)
-        except Exception:  # the loop must survive anything a bad file can cause
+            await reload_once(state)
+        except Exception as exc:  # the loop must survive anything a bad file can cause
+            state.last_reload_error = [f"reload failed: {type(exc).__name__}"]
             log.exception("config_reload_failed")
 
 
@@ -368,7 +384,10 @@ class RefereeServer:
     def __init__(self, config_path: str, *, clock: Clock = utc_now) -> None:
         config = load_config(config_path)
         tls = ReloadingTLS(config.server.tls)
-        self.state = ServerState(engine=Engine(config, clock=clock), config_path=config_path, tls=tls)
+        reloader = ConfigReloader(config_path, config, max_config_bytes=MAX_CONFIG_BYTES, monotonic=time.monotonic)
+        self.state = ServerState(
+            engine=Engine(config, clock=clock), config_path=config_path, tls=tls, reloader=reloader
+        )
         self._runners: list[web.AppRunner] = []
         self._reloader: asyncio.Task[None] | None = None
         self.port = 0
@@ -377,8 +396,9 @@ class RefereeServer:
     async def start(self) -> None:
         server = self.state.config.server
         assert self.state.tls is not None
-        runner = web.AppRunner(
+        runner = GuardedAppRunner(
             create_app(self.state),
+            header_timeout=max(server.provider_timeout, server.mutate_provider_timeout),
             access_log=None,
             keepalive_timeout=server.keepalive_timeout,
             shutdown_timeout=server.shutdown_grace,

@@ -16,8 +16,10 @@ import structlog
 
 from provider.config import TLSConfig
 from provider.errors import ConfigError
+from provider.files import read_regular
 
 log = structlog.get_logger("referee.tls")
+MAX_TLS_FILE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,7 @@ def _fingerprint(cfg: TLSConfig) -> str:
     h = hashlib.sha256(repr(cfg).encode())
     for path in _files(cfg):
         try:
-            h.update(Path(path).read_bytes())
+            h.update(read_regular(Path(path), MAX_TLS_FILE_BYTES))
         except OSError as exc:
             h.update(f"unreadable:{exc}".encode())
     return h.hexdigest()
@@ -50,6 +52,11 @@ def build_server_context(cfg: TLSConfig) -> ssl.SSLContext:
             "server.tls.clientCaFile: required to verify Gatekeeper's client certificate "
             "(set clientAuth: disabled to turn mutual TLS off explicitly)"
         )
+    for path in _files(cfg):
+        try:
+            read_regular(Path(path), 0)
+        except OSError as exc:  # OpenSSL would block forever opening a FIFO
+            problems.append(f"server.tls: cannot read {path}: {exc.strerror or exc}")
     if problems:
         raise ConfigError(problems)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

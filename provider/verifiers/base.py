@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from provider.confignode import Node
 from provider.oci import Descriptor, Manifest
 from provider.plugins import PluginRegistry
 from provider.reference import ImageRef
 from provider.verdict import ArtifactResult
+
+if TYPE_CHECKING:
+    from provider.policies.base import Signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +37,10 @@ class ContentSource(Protocol):
 class VerificationRequest:
     """One artifact to judge. ``referrers`` lists the artifacts examined beside it for the same subject (of the
     types any configured verifier asked for), in examination order. ``accepted`` holds the digests of those
-    siblings that are evidence under the policy — verified, and signed where the policy requires a signature —,
-    filled in only for a :class:`SiblingConsumer` (the executor judges the types it consumes first)."""
+    siblings that are evidence under the policy — verified, and signed where the policy requires a signature —, and
+    ``unsettled`` those that passed but whose required signatures could not all be examined (a consumer must not
+    judge without them); both are filled in only for a :class:`SiblingConsumer`, whose consumed types the executor
+    judges first."""
 
     subject: Subject
     artifact: Descriptor
@@ -44,6 +49,7 @@ class VerificationRequest:
     now: datetime
     referrers: tuple[Descriptor, ...] = ()
     accepted: frozenset[str] = frozenset()
+    unsettled: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +80,16 @@ class SiblingConsumer(Protocol):
     consumes: frozenset[str]
 
 
-SignedUnderPolicy = Callable[[ArtifactResult], "bool | None"]
+SignedUnderPolicy = Callable[[ArtifactResult], "Signature"]
 
 
 class Reconciler(Protocol):
     """A verifier whose results for one subject are judged together once every result (nested signatures
     included) is known, e.g. only the newest report decides.
 
-    ``signed`` tells, for a result, whether the policy requires a signature on it and it has one (``True``), requires
-    one it lacks (``False``) or requires none (``None``). ``complete`` is false when a limit stopped the listing of
-    this verifier's artifact types, so that some artifacts were not examined."""
+    ``signed`` tells, for a result, whether the artifact carries the signatures the policy requires on it
+    (:class:`provider.policies.base.Signature`). ``complete`` is false when a limit stopped the listing of this
+    verifier's artifact types, so that some artifacts were not examined."""
 
     def reconcile(
         self, results: Sequence[ArtifactResult], signed: SignedUnderPolicy, complete: bool

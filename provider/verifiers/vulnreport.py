@@ -40,7 +40,7 @@ from provider.metadata.sarif import SEVERITY_SOURCES, UNKNOWN, VulnReport, canon
 from provider.metadata.vex import VexDocument, VexIndex, VexStatement, parse_openvex
 from provider.metadata.vulnpolicy import CveException, ReportPolicy, check_age, evaluate_report, parse_exception
 from provider.oci import Descriptor, Manifest
-from provider.policies.base import PolicySpec
+from provider.policies.base import PolicySpec, Signature
 from provider.verdict import ArtifactResult
 from provider.verifiers.base import (
     SignedUnderPolicy,
@@ -54,7 +54,7 @@ from provider.verifiers.sbom import load_document
 log = structlog.get_logger("referee.vulnreport")
 
 DEFAULT_VEX_TYPES = (mt.OPENVEX_JSON, mt.OPENVEX_JSON_SHORT)
-MAX_VEX_DOCUMENTS = 16
+MAX_VEX_DOCUMENTS = 64
 _THREAD_THRESHOLD = 256 * 1024
 
 
@@ -112,15 +112,23 @@ class VulnReportVerifier:
             return _Created(moment, "manifest-annotation")
         return _Created(report.created if report else None, "report")
 
-    async def _vex(self, request: VerificationRequest) -> tuple[list[VexDocument], list[str]]:
+    async def _vex(self, request: VerificationRequest) -> tuple[list[VexDocument], list[str], str | None]:
+        """The accepted VEX documents beside the report, the problems of the others, and why the report cannot be
+        judged at all (a VEX document whose signatures could not all be examined, or too many to read them all:
+        either could hide a newer statement that revokes a suppression)."""
         documents: list[VexDocument] = []
         errors: list[str] = []
         listed = [d for d in request.referrers if d.artifact_type in self.vex_types]
+        unsettled = [d for d in listed if d.digest in request.unsettled]
+        if unsettled:
+            return [], [], f"VEX document {unsettled[0].digest[:19]}: its signatures could not all be examined"
         refused = [d for d in listed if d.digest not in request.accepted]
         for descriptor in refused[:MAX_VEX_DOCUMENTS]:
             errors.append(f"{descriptor.digest[:19]}: not used: not verified with the signatures the policy requires")
         listed = [d for d in listed if d.digest in request.accepted]
-        for descriptor in listed[:MAX_VEX_DOCUMENTS]:
+        if len(listed) > MAX_VEX_DOCUMENTS:
+            return [], errors, f"{len(listed)} signed VEX documents, more than the {MAX_VEX_DOCUMENTS} Referee reads"
+        for descriptor in listed:
             try:
                 manifest = await request.content.fetch_manifest(descriptor)
                 raw, _ = await load_document(request, manifest, self.vex_types, "the VEX document")
@@ -135,11 +143,9 @@ class VulnReportVerifier:
                 errors.append(f"{descriptor.digest[:19]}: {exc}")
             except MetadataError as exc:
                 errors.append(f"{descriptor.digest[:19]}: {exc}")
-        if len(listed) > MAX_VEX_DOCUMENTS:
-            errors.append(f"{len(listed) - MAX_VEX_DOCUMENTS} further VEX documents not read")
         if errors:
             log.info("vex_documents_skipped", artifact=request.artifact.digest, errors=errors[:5])
-        return documents, errors
+        return documents, errors, None
 
     def _present(self, document: VexDocument, now: datetime, errors: list[str]) -> VexDocument:
         """Statements dated in the future (beyond ``futureSkew``) would outrank every real one: drop them."""
@@ -175,7 +181,9 @@ class VulnReportVerifier:
         digest = request.subject.descriptor.digest
         if self.params.check_subject and report.subjects and digest not in report.subjects:
             problems.append(f"the report is about {', '.join(report.subjects[:3])}, not {digest}")
-        documents, vex_errors = await self._vex(request) if self.vex_types else ([], [])
+        documents, vex_errors, vex_blocker = await self._vex(request) if self.vex_types else ([], [], None)
+        if vex_blocker is not None:
+            problems.append(f"cannot judge the report: {vex_blocker}")
         vex = VexIndex(documents, digest) if documents else None
         evaluation = evaluate_report(report, self.params.policy, now=request.now, vex=vex)
         if not evaluation.passed:
@@ -205,7 +213,20 @@ class VulnReportVerifier:
         self, results: Sequence[ArtifactResult], signed: SignedUnderPolicy, complete: bool
     ) -> list[ArtifactResult]:
         """Only the newest eligible report may count; see the module docstring."""
-        eligible = [r for r in results if r.error is None and "documentDigest" in r.details and signed(r) is not False]
+        readable = [r for r in results if r.error is None and "documentDigest" in r.details]
+        status = {r.digest: signed(r) for r in readable}
+        unknown = [r.digest for r in readable if status[r.digest] is Signature.UNKNOWN]
+        if unknown:
+            why = f"the signatures of report {unknown[0][:19]} could not all be examined"
+            return [_undecided(r, why) for r in results]
+        # When the policy requires a signature on some of this verifier's reports, an unsigned report of a type no
+        # rule covers must not compete with them either.
+        required = any(s is not Signature.NOT_REQUIRED for s in status.values())
+        eligible = [
+            r
+            for r in readable
+            if status[r.digest] is Signature.PRESENT or (status[r.digest] is Signature.NOT_REQUIRED and not required)
+        ]
         if not eligible or (len(results) == 1 and complete):
             return list(results)
         if not complete:
@@ -218,9 +239,8 @@ class VulnReportVerifier:
         newest_time = max(t for t in times.values() if t is not None) if not undated else None
         tied = [r for r in eligible if times[r.digest] == newest_time]
         if len(tied) > 1:
-            return [
-                _undecided(r, f"{len(tied)} reports share the newest creation time {iso(newest_time)}") for r in results
-            ]
+            why = f"{len(tied)} reports share the newest creation time {iso(newest_time)}"
+            return [_undecided(r, why) for r in results]
         newest = tied[0]
         return [r if r.digest == newest.digest else _superseded(r, newest.digest) for r in results]
 
@@ -308,14 +328,15 @@ class VulnReportPlugin:
         the signatures the policy requires): reading VEX needs a ``rules`` rule with ``match: every`` and
         ``nested`` over a ``vex`` verifier, covering every VEX type and every scope this verifier reads."""
         params: VulnReportParams = spec.params
+        rules = getattr(policy.params, "rules", ()) if policy.type == "rules" else ()
+        problems = _report_type_problems(spec, params, rules)
         if not params.vex_enabled:
-            return []
+            return problems
         vex_verifiers = {
             v.name
             for v in verifiers
             if v.type == "vex" and params.vex_types <= v.artifact_types and _covers(v.scopes, spec.scopes)
         }
-        rules = getattr(policy.params, "rules", ()) if policy.type == "rules" else ()
         for rule in rules:
             if (
                 rule.match == "every"
@@ -324,13 +345,32 @@ class VulnReportPlugin:
                 and (not rule.artifact_types or params.vex_types <= rule.artifact_types)
                 and _covers(rule.scopes, spec.scopes)
             ):
-                return []
+                return problems
         return [
+            *problems,
             "vex.enabled: VEX documents suppress findings, so each must be signed: configure a `vex` verifier "
             f"for {', '.join(sorted(params.vex_types))} and a rules-policy rule over it with match: every and "
             "nested verifiers, covering every VEX artifact type and every scope of this verifier "
-            "(docs/metadata.md), or set vex.enabled: false"
+            "(docs/metadata.md), or set vex.enabled: false",
         ]
+
+
+def _report_type_problems(spec: VerifierSpec, params: VulnReportParams, rules: Any) -> list[str]:
+    """A rule that requires signatures on only some of the report types this verifier reads leaves the others
+    unsigned beside signed reports (Referee then ignores them when choosing the newest report; say so instead)."""
+    report_types = spec.artifact_types - params.vex_types
+    problems = []
+    for rule in rules:
+        if spec.name in rule.verifiers and rule.nested_verifiers and rule.artifact_types:
+            missing = report_types - rule.artifact_types
+            if missing:
+                covered = ", ".join(sorted(rule.artifact_types))
+                problems.append(
+                    f"policy rule {rule.name!r} requires signatures on reports of {covered} only, but this verifier "
+                    f"also reads {', '.join(sorted(missing))}: list every report type in the rule's artifactTypes or "
+                    "narrow this verifier's artifactTypes"
+                )
+    return problems
 
 
 def _covers(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:

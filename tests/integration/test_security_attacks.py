@@ -563,3 +563,44 @@ async def test_oci_layout_drops_index_entries_claiming_referees_internal_legacy_
     subject = Descriptor(mt.OCI_MANIFEST, image["digest"], image["size"])
     listing = await store.list_referrers(parse_reference("app:v1"), subject, None)
     assert [d.artifact_type for d in listing.descriptors] == [mt.COSIGN_OCI11_SIGNATURE]
+
+
+# -- review finding: flooding the newest report's own signatures -----------------------------------------------
+
+
+def _signature_on(img: Image, artifact: bytes, key: ec.EllipticCurvePrivateKey, note: str = "") -> bytes:
+    subject = {"mediaType": mt.OCI_MANIFEST, "digest": sha256_digest(artifact), "size": len(artifact)}
+    payload = cosign_payload(f"{img.host}/{img.repo}", subject["digest"])
+    layer = (mt.COSIGN_SIMPLESIGNING, payload, {mt.ANNOTATION_COSIGN_SIGNATURE: cosign_sign_payload(key, payload)})
+    manifest, blobs = make_artifact_manifest(subject, mt.COSIGN_OCI11_SIGNATURE, [layer], {"n": note} if note else None)
+    push_artifact(img.base_url, img.repo, manifest, blobs)
+    return manifest
+
+
+async def test_flooding_the_newest_reports_signatures_cannot_roll_back_to_an_older_report(
+    registry: RegistryProcess, tmp_path: Path, engines: list[Engine], ci_key: tuple[ec.EllipticCurvePrivateKey, Path]
+) -> None:
+    """The attacker cannot remove the CRITICAL report's signature, but lists junk signatures before it in the
+    report's own fallback index so that the genuine one is beyond ``maxReferrers``: the report's signature status is
+    then unknown, and the newest report cannot be established — denied, not rolled back to the older clean one."""
+    key, key_file = ci_key
+    img = Image(registry.url, registry.host, "attack/nested-flood", "v1", key)
+    clean = img.artifact(mt.SARIF_JSON, _sarif([("CVE-2024-1", "LOW")]), _stamp(NOW - timedelta(days=3)))
+    critical = img.artifact(mt.SARIF_JSON, _sarif([("CVE-2024-2", "CRITICAL")]), _stamp(NOW - timedelta(hours=1)))
+    push_fallback_index(registry.url, img.repo, img.image["digest"], [clean, critical], merge=False)
+    push_fallback_index(registry.url, img.repo, sha256_digest(clean), [_signature_on(img, clean, key)], merge=False)
+    genuine = _signature_on(img, critical, key)
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    junk = [_signature_on(img, critical, stranger, str(i)) for i in range(4)]
+    push_fallback_index(registry.url, img.repo, sha256_digest(critical), [*junk, genuine], merge=False)
+    doc = yaml.safe_load(_config(tmp_path, [{"host": registry.host, "plainHttp": True}], key_file).read_text())
+    doc["limits"]["maxReferrers"] = 4
+    engine = _engine(engines, write_config(tmp_path / "capped.yaml", doc))
+    verdict = (await engine.verify_key(img.ref)).verdict
+    assert verdict is not None
+    assert verdict.allowed is False, verdict.decision.reason
+    assert verdict.complete is False
+    reports = _reports(verdict.to_json())
+    clean_result = reports[sha256_digest(clean)]
+    assert clean_result["succeeded"] is False
+    assert clean_result["reason"].startswith("the newest report cannot be established: the signatures of report")

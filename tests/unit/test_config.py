@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -189,11 +190,45 @@ def test_config_objects_are_frozen(keydir: Path) -> None:
     assert isinstance(config.verifiers, tuple)
 
 
-def test_empty_file_gives_defaults_and_deny_all(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, ""))
+def test_an_empty_file_is_refused_and_an_empty_mapping_gives_defaults_and_deny_all(tmp_path: Path) -> None:
+    """Issue #19 item 9: an empty document is what a file caught mid-write looks like; it is never applied."""
+    for text in ("", "\n", "# nothing yet\n", "---\n"):
+        [problem] = _problems_text(tmp_path, text)
+        assert problem.endswith("is empty (no YAML document); refusing to apply it")
+    config = load_config(_write(tmp_path, "{}\n"))
     assert config.policy.type == "deny-all"
     assert config.verifiers == ()
     assert config.registries.allow == ()
+
+
+def test_unusable_files_give_located_errors_not_tracebacks(tmp_path: Path) -> None:
+    """Issue #19 items 7 and 8: a FIFO never blocks; deep nesting, giant integers, duplicate keys and a non-ASCII CA
+    file are configuration problems."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert _problems(fifo) == [f"cannot read {fifo}: not a regular file (a FIFO)"]
+    [key_problem] = _problems_text(tmp_path, f"verifiers:\n  - {{name: c, type: cosign, keys: [{fifo}]}}\n")
+    assert key_problem == f"verifiers[0].keys[0]: cannot read {fifo}: not a regular file (a FIFO)"
+    assert _problems_text(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n") == ["not usable YAML: nested too deeply"]
+    [digits] = _problems_text(tmp_path, "server:\n  port: " + "1" * 4400 + "\n")
+    assert digits.startswith("not usable YAML: Exceeds the limit (4300 digits)")
+    [duplicate] = _problems_text(tmp_path, "cache:\n  tagTtl: 1s\ncache:\n  tagTtl: 2s\n")
+    assert duplicate == "not valid YAML at line 3, column 1: duplicate key 'cache' (line 3)"
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIé\n-----END CERTIFICATE-----\n", encoding="utf-8")
+    text = f"registries:\n  hosts:\n    - {{host: r.example, caFile: {ca}}}\n"
+    assert _problems_text(tmp_path, text) == ["registries.hosts[0].caFile: not a PEM CA certificate bundle"]
+
+
+def test_durations_accept_days_and_compound_forms(tmp_path: Path) -> None:
+    """Issue #20 item 7: Referee prints ages as ``7d0h``; the configuration reads them back."""
+    config = load_config(
+        _write(tmp_path, "cache:\n  verdictTtl: 1d12h\n  tagTtl: 1m30s\nlimits:\n  verificationTimeout: 7d\n")
+    )
+    assert config.cache.verdict_ttl == 129600 and config.cache.tag_ttl == 90
+    assert config.limits.verification_timeout == 7 * 86400
+    for bad in ("30m1h", "1d 2h", "1x", "d"):
+        assert _problems_text(tmp_path, f"cache:\n  tagTtl: {bad}\n")[0].startswith("cache.tagTtl: invalid duration")
 
 
 def test_missing_policy_is_deny_all(keydir: Path) -> None:
@@ -394,7 +429,7 @@ def test_unknown_policy_type(tmp_path: Path) -> None:
         ("server:\n  providerTimeout: -1s\n", "server.providerTimeout"),
         ("server:\n  providerTimeout: 10ms\n  deadlineMargin: 1ms\n", "server.providerTimeout"),
         ("cache:\n  verdictTtl: [1]\n", "cache.verdictTtl"),
-        ("registries:\n  requestTimeout: 1d\n", "registries.requestTimeout"),
+        ("registries:\n  requestTimeout: 1y\n", "registries.requestTimeout"),
         ("limits:\n  maxBlobBytes: 4XB\n", "limits.maxBlobBytes"),
         ("limits:\n  maxBlobBytes: -5\n", "limits.maxBlobBytes"),
         ("limits:\n  maxBlobBytes: 1.5MiB\n", "limits.maxBlobBytes"),

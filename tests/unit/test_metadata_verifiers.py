@@ -18,6 +18,7 @@ from provider import mediatypes as mt
 from provider.config import load_config
 from provider.errors import ConfigError, NotFoundError
 from provider.oci import Descriptor, Manifest, parse_manifest
+from provider.policies.base import Signature
 from provider.reference import parse_reference
 from provider.verdict import ArtifactResult
 from provider.verifiers.base import Subject, VerificationRequest, Verifier, VerifierResult
@@ -163,7 +164,7 @@ async def _judged(verifier: Verifier, store: Store, artifacts: list[Descriptor])
 
 def _reconcile(verifier: Verifier, results: list[ArtifactResult], signed: Any = None, complete: bool = True) -> Any:
     reconcile = verifier.reconcile  # type: ignore[attr-defined]
-    return reconcile(results, signed or (lambda r: None), complete)
+    return reconcile(results, signed or (lambda r: Signature.NOT_REQUIRED), complete)
 
 
 async def test_newest_report_decides_and_older_ones_are_superseded(tmp_path: Path) -> None:
@@ -200,8 +201,8 @@ async def test_only_eligible_reports_compete_and_an_unknown_newest_fails_closed(
     unreadable = store.add(mt.SARIF_JSON, b"{not json", _stamp(timedelta(minutes=1)))
     signed_digests = {clean.digest, critical.digest}
 
-    def signed(result: ArtifactResult) -> bool:
-        return result.digest in signed_digests
+    def signed(result: ArtifactResult) -> Signature:
+        return Signature.PRESENT if result.digest in signed_digests else Signature.MISSING
 
     judged = await _judged(verifier, store, [*junk, clean, unreadable, critical])
     assert all(r.succeeded for r in judged[:3]), "junk reports pass on their own (no maximumAge)"
@@ -229,6 +230,23 @@ async def test_only_eligible_reports_compete_and_an_unknown_newest_fails_closed(
     assert all("2 reports share the newest creation time" in r.reason for r in results)
     [capped] = _reconcile(verifier, await _judged(verifier, store, [clean]), signed, complete=False)
     assert not capped.succeeded and "not every listed report was examined" in capped.reason
+
+    # A report whose signatures could not all be examined may be the signed newest one: nothing counts.
+    def unknown_critical(result: ArtifactResult) -> Signature:
+        return Signature.UNKNOWN if result.digest == critical.digest else signed(result)
+
+    results = _reconcile(verifier, await _judged(verifier, store, [clean, critical]), unknown_critical)
+    assert not any(r.succeeded for r in results)
+    assert all("could not all be examined" in r.reason for r in results if r.digest == clean.digest)
+
+    # When the policy requires signatures on some reports, an unsigned report of a type no rule covers
+    # (NOT_REQUIRED) does not compete with them.
+    def uncovered_junk(result: ArtifactResult) -> Signature:
+        return Signature.NOT_REQUIRED if result.digest == junk[0].digest else signed(result)
+
+    judged = await _judged(verifier, store, [clean, junk[0]])
+    reconciled = {r.digest: r for r in _reconcile(verifier, judged, uncovered_junk)}
+    assert reconciled[clean.digest].succeeded
 
 
 async def test_creation_time_fails_closed_unless_configured(tmp_path: Path) -> None:
@@ -454,3 +472,57 @@ async def test_future_dated_and_invalid_vex_documents_are_not_used(tmp_path: Pat
     errors = " ".join(result.details["vexErrors"])
     assert "in the future" in errors
     assert "not used" in errors
+
+
+async def test_vex_that_cannot_all_be_read_stops_the_report_from_counting(tmp_path: Path) -> None:
+    """A VEX document whose signatures could not all be examined, or more signed VEX documents than Referee reads,
+    could hide a newer statement revoking a suppression: the report fails instead of dropping them silently."""
+    verifier = _verifier(
+        tmp_path, {"type": "vulnerability-report", "maxSeverity": "MEDIUM", "vex": {"enabled": True}}, True
+    )
+    store = Store()
+    report = store.add(mt.SARIF_JSON, _sarif("CVE-2024-7", "CRITICAL"))
+    statement = {"vulnerability": {"name": "CVE-2024-7"}, "products": [{"@id": f"x@{IMAGE['digest']}"}],
+                 "status": "fixed"}  # fmt: skip
+    base = {"@context": "https://openvex.dev/ns/v0.2.0", "author": "a", "timestamp": "2026-01-01T00:00:00Z",
+            "version": 1}  # fmt: skip
+    suppressing = store.add(mt.OPENVEX_JSON, json.dumps({**base, "@id": "s", "statements": [statement]}).encode())
+    siblings = [report, suppressing]
+    assert (await _run(verifier, store, report, siblings, frozenset({suppressing.digest}))).succeeded
+    unsettled = store.add(mt.OPENVEX_JSON, json.dumps({**base, "@id": "u", "statements": []}).encode())
+    manifest = await store.fetch_manifest(report)
+    request = VerificationRequest(
+        SUBJECT, report, manifest, store, NOW, (report, suppressing, unsettled),
+        frozenset({suppressing.digest}), frozenset({unsettled.digest}),
+    )  # fmt: skip
+    result = await verifier.verify(request)
+    assert not result.succeeded
+    assert f"cannot judge the report: VEX document {unsettled.digest[:19]}: its signatures" in result.reason
+    many = [
+        store.add(mt.OPENVEX_JSON, json.dumps({**base, "@id": f"m{i}", "statements": []}).encode()) for i in range(64)
+    ]
+    everything = [report, suppressing, *many]
+    crowded = await _run(verifier, store, report, everything, frozenset(d.digest for d in everything[1:]))
+    assert not crowded.succeeded
+    assert "65 signed VEX documents, more than the 64 Referee reads" in crowded.reason
+
+
+def test_a_signing_rule_must_cover_every_report_type_the_verifier_reads(tmp_path: Path) -> None:
+    path = tmp_path / "referee.yaml"
+    doc = {
+        "verifiers": [
+            {"name": "v", "type": "vulnerability-report", "artifactTypes": [mt.SARIF_JSON, "application/x-report"]},
+            {"name": "sig", "type": "cosign", "keys": [COSIGN_KEY]},
+        ],
+        "policy": {"type": "rules", "rules": [
+            {"name": "signed", "verifiers": ["v"], "artifactTypes": [mt.SARIF_JSON], "nested": {"verifiers": ["sig"]}},
+        ]},
+    }  # fmt: skip
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == [
+        "verifiers[0]: policy rule 'signed' requires signatures on reports of application/sarif+json only, but this "
+        "verifier also reads application/x-report: list every report type in the rule's artifactTypes or narrow this "
+        "verifier's artifactTypes"
+    ]

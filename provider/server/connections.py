@@ -1,0 +1,74 @@
+"""Connection-level limits aiohttp does not have: a request whose headers trickle in must not hold a connection.
+
+aiohttp closes an *idle* connection after ``keepalive_timeout`` (120 s here, longer than Gatekeeper's 90 s idle
+pool), and Referee bounds the body by the request deadline, but bytes of an unfinished request line or headers
+arriving one at a time keep a connection open. :class:`GuardedAppRunner` closes a connection whose unfinished
+request has not become a complete request within ``header_timeout`` of its first byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+log = structlog.get_logger("referee.server")
+
+
+class _GuardedHandler(RequestHandler):
+    __slots__ = ("_header_timeout", "_partial_since", "_partial_timer")
+
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+        self._partial_since: float | None = None
+        self._partial_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count != before:
+            self._partial_since = None
+        elif self._partial_since is None and data:
+            self._partial_since = self._loop.time()
+            self._partial_timer = self._loop.call_later(self._header_timeout, self._check_partial, before)
+
+    def _check_partial(self, count: int) -> None:
+        self._partial_timer = None
+        if self._partial_since is not None and self._request_count == count and self.transport is not None:
+            peer = self.transport.get_extra_info("peername")
+            log.warning("request_headers_timeout", peer=str(peer), seconds=self._header_timeout)
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+            self._partial_timer = None
+        super().connection_lost(exc)
+
+
+class _GuardedServer(Server):
+    header_timeout: float = 10.0
+
+    def __call__(self) -> RequestHandler:
+        return _GuardedHandler(self, loop=self._loop, header_timeout=self.header_timeout, **self._kwargs)
+
+
+class GuardedAppRunner(web.AppRunner):
+    """An ``AppRunner`` whose connections get :class:`_GuardedHandler`'s header timeout."""
+
+    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._header_timeout = header_timeout
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        # aiohttp builds the Server inside Application._make_handler; the subclass only adds a field and __call__.
+        server.__class__ = _GuardedServer
+        assert isinstance(server, _GuardedServer)
+        server.header_timeout = self._header_timeout
+        return server
