@@ -111,6 +111,7 @@ class CacheConfig:
     verdict_max_entries: int = 10000
     tag_ttl: float = 10.0
     tag_max_entries: int = 10000
+    tag_stale_if_error: float = 0.0
     content_max_bytes: int = 64 * 1024 * 1024
 
 
@@ -375,6 +376,7 @@ def _parse_cache(node: Node) -> CacheConfig:
         verdict_max_entries=node.integer("verdict_max_entries", d.verdict_max_entries, minimum=0),
         tag_ttl=node.duration("tag_ttl", d.tag_ttl),
         tag_max_entries=node.integer("tag_max_entries", d.tag_max_entries, minimum=0),
+        tag_stale_if_error=node.duration("tag_stale_if_error", d.tag_stale_if_error),
         content_max_bytes=node.size("content_max_bytes", d.content_max_bytes),
     )
     node.finish()

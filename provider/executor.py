@@ -21,6 +21,7 @@ from provider.cache import ContentCache, SingleFlight, TTLMap
 from provider.config import Config, matches_any
 from provider.errors import OverloadedError, ProviderError, UnsupportedError
 from provider.evidence import ConfiguredVerifier, EvidenceCollector
+from provider.fairness import SharedSlots
 from provider.oci import Descriptor
 from provider.policies.base import PolicyEnforcer, policy_types
 from provider.reference import ImageRef, parse_reference
@@ -33,6 +34,7 @@ log = structlog.get_logger("referee.executor")
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
+ADMISSION_FACTOR = 2
 
 
 def utc_now() -> datetime:
@@ -102,7 +104,14 @@ class Outcome:
 
 
 class Engine:
-    """Runs verifications against the current runtime, with caches that survive configuration reloads."""
+    """Runs verifications against the current runtime, with caches that survive configuration reloads.
+
+    A key whose tag resolution and verdict are cached is answered synchronously (:meth:`cached_outcome`). Any other
+    key becomes a shared background job (one per key and configuration generation) that resolves and verifies it
+    within ``limits.verificationTimeout``, admitted per registry in arrival order and at most
+    ``ADMISSION_FACTOR * maxConcurrency`` at a time (a repository at most half of them): a burst of new images then
+    finishes in waves, and the first keys get verdicts before the first deadline instead of every key waiting on
+    every other's first request."""
 
     def __init__(self, config: Config, *, clock: Clock = utc_now, monotonic: Callable[[], float] = time.monotonic):
         self.clock = clock
@@ -110,8 +119,10 @@ class Engine:
         self._monotonic = monotonic
         self.runtime = Runtime(config, self.content)
         self._configure_caches(config)
+        self._keys: SingleFlight[tuple[str, str, str], Verdict] = SingleFlight()
         self._flight: SingleFlight[tuple[str, str, str, str], Verdict] = SingleFlight()
         self._resolving: SingleFlight[tuple[str, str], Descriptor] = SingleFlight()
+        self._admission: dict[str, SharedSlots] = {}
         self._retired: set[asyncio.Task[None]] = set()
 
     def _configure_caches(self, config: Config) -> None:
@@ -125,6 +136,12 @@ class Engine:
             "verdict-partial", c.verdict_max_entries, min(c.verdict_ttl, c.tag_ttl), self._monotonic
         )
         self.tags: TTLMap[tuple[str, str], Descriptor] = TTLMap("tag", c.tag_max_entries, c.tag_ttl, self._monotonic)
+        self.stale_tags: TTLMap[tuple[str, str], Descriptor] = TTLMap(
+            "tag-stale",
+            c.tag_max_entries,
+            c.tag_ttl + c.tag_stale_if_error if c.tag_stale_if_error else 0,
+            self._monotonic,
+        )
         self.subjects: TTLMap[tuple[str, str], Descriptor] = TTLMap(
             "subject", c.tag_max_entries, max(c.verdict_ttl, c.tag_ttl), self._monotonic
         )
@@ -142,6 +159,8 @@ class Engine:
         self.runtime = Runtime(config, self.content)
         if old.config.cache != config.cache or old.config.limits != config.limits:
             self._configure_caches(config)
+        if old.config.registries != config.registries:
+            self._admission = {}
         task = asyncio.ensure_future(self._retire(old))
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
@@ -151,6 +170,7 @@ class Engine:
         await runtime.close()
 
     async def close(self) -> None:
+        await self._keys.cancel_all()
         await self._flight.cancel_all()
         await self._resolving.cancel_all()
         for task in list(self._retired):
@@ -158,6 +178,21 @@ class Engine:
         await self.runtime.close()
 
     # -- entry points ------------------------------------------------------------------------------------------
+
+    def cached_outcome(self, key: str) -> Outcome | None:
+        """The answer for ``key`` when it needs no I/O: a cached verdict for a cached resolution, or a key that
+        cannot be a reference. ``None`` when the key needs work (:meth:`verify_key`)."""
+        try:
+            ref = parse_reference(key)
+            runtime = self.runtime
+            store = runtime.store_for(ref)
+        except ProviderError as exc:
+            return Outcome(key=key, error=exc)
+        descriptor = self._cached_resolution(runtime, store, ref)
+        if descriptor is None:
+            return None
+        verdict = self._cached_verdict(runtime, store, ref, descriptor)
+        return None if verdict is None else Outcome(key=key, verdict=verdict, cached=True)
 
     async def verify_key(self, key: str) -> Outcome:
         """Verify one Gatekeeper key; never raises ProviderError (it is returned in the outcome).
@@ -179,21 +214,51 @@ class Engine:
 
     # -- internals ------------------------------------------------------------------------------------------------
 
+    def _resolution_key(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef
+    ) -> tuple[TTLMap[tuple[str, str], Descriptor], tuple[str, str]]:
+        if ref.digest:
+            return self.subjects, (store.name, f"{ref.name}@{ref.digest}")
+        return self.tags, (f"{store.name}/{runtime.generation}", str(ref))
+
+    def _cached_resolution(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Descriptor | None:
+        cache, cache_key = self._resolution_key(runtime, store, ref)
+        return cache.get(cache_key)
+
+    def _verdict_key(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor
+    ) -> tuple[str, str, str, str]:
+        return (store.name, ref.name, descriptor.digest, runtime.generation)
+
+    def _cached_verdict(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor
+    ) -> Verdict | None:
+        cache_key = self._verdict_key(runtime, store, ref, descriptor)
+        return self.verdicts.get(cache_key) or self.partial_verdicts.get(cache_key)
+
     async def _resolve(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Descriptor:
         """The subject's descriptor: digests are cached for the verdict TTL, tags for ``cache.tagTtl``.
         Concurrent resolutions of one reference share one registry call, which finishes in the background
-        (within ``limits.verificationTimeout``) even when the asking request's deadline passes."""
-        if ref.digest:
-            cache, cache_key = self.subjects, (store.name, f"{ref.name}@{ref.digest}")
-        else:
-            cache, cache_key = self.tags, (f"{store.name}/{runtime.generation}", str(ref))
+        (within ``limits.verificationTimeout``) even when the asking request's deadline passes. When the registry
+        fails transiently, a tag resolved within ``cache.tagStaleIfError`` is served again (stale-if-error)."""
+        cache, cache_key = self._resolution_key(runtime, store, ref)
         found = cache.get(cache_key)
         if found is not None:
             return found
 
         async def compute() -> Descriptor:
-            descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}")
+            try:
+                descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}")
+            except ProviderError as exc:
+                stale = self.stale_tags.get(cache_key) if exc.transient and not ref.digest else None
+                if stale is None:
+                    raise
+                metrics.STALE_RESOLUTIONS.inc()
+                log.info("tag_resolution_stale", ref=str(ref), digest=stale.digest, error=exc.code)
+                return stale
             cache.put(cache_key, descriptor)
+            if not ref.digest:
+                self.stale_tags.put(cache_key, descriptor)
             return descriptor
 
         if cache_key not in self._resolving:
@@ -202,20 +267,49 @@ class Engine:
 
     def _check_capacity(self, runtime: Runtime) -> None:
         """Shared work outlives requests; bound how much of it may pile up (keys are attacker-chosen)."""
-        pending = len(self._flight) + len(self._resolving)
+        pending = len(self._keys) + len(self._flight) + len(self._resolving)
         if pending >= runtime.config.limits.max_pending_verifications:
             raise OverloadedError(f"{pending} verifications already pending; ask again shortly")
+
+    def _slots(self, runtime: Runtime, registry: str) -> SharedSlots:
+        slots = self._admission.get(registry)
+        if slots is None:
+            registries = runtime.config.registries
+            limit = registries.host_config(registry).max_concurrency or registries.max_concurrency
+            slots = self._admission[registry] = SharedSlots(ADMISSION_FACTOR * limit)
+        return slots
 
     async def _verify(self, key: str) -> tuple[Verdict, bool]:
         ref = parse_reference(key)
         runtime = self.runtime
         store = runtime.store_for(ref)
-        descriptor = await self._resolve(runtime, store, ref)
-        pinned = ref.with_digest(descriptor.digest)
-        cache_key = (store.name, pinned.name, descriptor.digest, runtime.generation)
+        descriptor = self._cached_resolution(runtime, store, ref)
+        if descriptor is not None:
+            verdict = self._cached_verdict(runtime, store, ref, descriptor)
+            if verdict is not None:
+                return verdict, True
+        job_key = (store.name, runtime.generation, key)
+        if job_key not in self._keys:
+            self._check_capacity(runtime)
+        return await self._keys.run(job_key, lambda: self._cold(runtime, store, ref)), False
+
+    async def _cold(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Verdict:
+        """One key's resolution and verification, admitted fairly among the keys of its registry."""
+        seconds = runtime.config.limits.verification_timeout
+        with deadline.fresh(seconds):
+            try:
+                async with asyncio.timeout(seconds), self._slots(runtime, ref.registry).slot(ref.repository):
+                    descriptor = await self._resolve(runtime, store, ref)
+                    return await self._verdict(runtime, store, ref, descriptor)
+            except TimeoutError:
+                raise deadline.exceeded(f"verification of {ref}") from None
+
+    async def _verdict(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor) -> Verdict:
+        cache_key = self._verdict_key(runtime, store, ref, descriptor)
         cached = self.verdicts.get(cache_key) or self.partial_verdicts.get(cache_key)
         if cached is not None:
-            return cached, True
+            return cached
+        pinned = ref.with_digest(descriptor.digest)
 
         async def compute() -> Verdict:
             metrics.IN_FLIGHT.inc()
@@ -232,9 +326,7 @@ class Engine:
                 self.partial_verdicts.put(cache_key, verdict)
             return verdict
 
-        if cache_key not in self._flight:
-            self._check_capacity(runtime)
-        return await self._flight.run(cache_key, compute), False
+        return await self._flight.run(cache_key, compute)
 
     async def _verify_subject(self, runtime: Runtime, store: ReferrerStore, subject: Subject) -> Verdict:
         started = time.perf_counter()

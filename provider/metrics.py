@@ -53,3 +53,8 @@ CONFIG_RELOADS = Counter(
 CONFIG_GENERATION = Gauge(
     "referee_config_info", "The configuration generation in force.", ["generation"], registry=REGISTRY
 )
+STALE_RESOLUTIONS = Counter(
+    "referee_stale_tag_resolutions_total",
+    "Tag resolutions served from the stale-if-error window (cache.tagStaleIfError) while the registry failed.",
+    registry=REGISTRY,
+)

@@ -8,13 +8,12 @@ current deadline (:mod:`provider.deadline`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import json
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -40,6 +39,7 @@ from provider.errors import (
     RegistryUnavailableError,
     UnsupportedError,
 )
+from provider.fairness import SharedSlots
 from provider.limits import read_limited
 from provider.oci import (
     Descriptor,
@@ -86,39 +86,12 @@ class Response:
     url: str
 
 
-class HostSlots:
-    """Concurrent attempts on one registry host (``maxConcurrency``), shared between repositories: one repository
-    holds at most half of them, so a repository that hangs cannot starve the others. A slot is held for one attempt,
-    never across a back-off or a pause."""
-
-    def __init__(self, limit: int) -> None:
-        self._host = asyncio.Semaphore(limit)
-        self._repository_limit = max(1, (limit + 1) // 2)
-        self._repositories: dict[str, tuple[asyncio.Semaphore, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def slot(self, repository: str) -> AsyncIterator[None]:
-        semaphore, users = self._repositories.get(repository, (None, 0))
-        if semaphore is None:
-            semaphore = asyncio.Semaphore(self._repository_limit)
-        self._repositories[repository] = (semaphore, users + 1)
-        try:
-            async with semaphore, self._host:
-                yield
-        finally:
-            semaphore, users = self._repositories[repository]
-            if users <= 1:
-                del self._repositories[repository]
-            else:
-                self._repositories[repository] = (semaphore, users - 1)
-
-
 @dataclass(slots=True)
 class _Host:
     registry: str
     base_url: str
     ssl: ssl.SSLContext | bool
-    slots: HostSlots
+    slots: SharedSlots
     auth: HostAuthState
     settings: RegistryHostConfig
     referrers_api_unsupported_until: float = 0.0
@@ -237,7 +210,7 @@ class RegistryClient:
             registry=ref.registry,
             base_url=f"{scheme}://{api_host}",
             ssl=_ssl_context(settings),
-            slots=HostSlots(settings.max_concurrency or self.config.max_concurrency),
+            slots=SharedSlots(settings.max_concurrency or self.config.max_concurrency),
             auth=HostAuthState(credentials=credentials),
             settings=settings,
             helper_only=credentials is None
