@@ -50,6 +50,7 @@ from provider.registry.auth import (
     parse_challenge,
     pull_scope,
 )
+from provider.registry.trace import registry_trace
 
 log = structlog.get_logger("referee.registry")
 
@@ -161,6 +162,7 @@ class RegistryClient:
                 trust_env=False,
                 auto_decompress=False,
                 headers={"User-Agent": "referee/0.1"},
+                trace_configs=[registry_trace()],
             )
         return self._session
 
