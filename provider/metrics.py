@@ -201,3 +201,15 @@ unmet_requirements = Bound(UNMET_REQUIREMENTS)
 cache_events = Bound(CACHE_EVENTS)
 registry_latency = Bound(REGISTRY_LATENCY)
 registry_failures = Bound(REGISTRY_FAILURES)
+
+# Series for every known label value exist from the start (at 0), so rate() and increase() see the first event.
+for _endpoint, _outcomes in (("verify", ("ok", "partial", "rejected")), ("mutate", ("ok", "partial", "rejected"))):
+    for _outcome in _outcomes:
+        requests(_endpoint, _outcome)
+for _outcome in ("allowed", "denied", "error", "unfinished"):
+    keys("verify", _outcome)
+for _outcome in ("pinned", "error"):
+    keys("mutate", _outcome)
+for _result in ("applied", "rejected"):
+    CONFIG_RELOADS.labels(_result)
+    TLS_RELOADS.labels(_result)

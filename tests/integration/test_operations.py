@@ -293,7 +293,9 @@ async def test_metrics_move_with_requests(
     assert value(after, "referee_provider_timeout_seconds", endpoint="mutate") == 1.0
     assert value(after, "referee_config_last_reload_successful") == 1
     assert value(after, "referee_tls_last_reload_successful") == 1
-    expiry = {dict(ls)["certificate"] for (n, ls) in after if n == "referee_tls_certificate_expiration_timestamp_seconds"}
+    expiry = {
+        dict(ls)["certificate"] for (n, ls) in after if n == "referee_tls_certificate_expiration_timestamp_seconds"
+    }
     assert expiry == {"serving", "client_ca"}
 
 
