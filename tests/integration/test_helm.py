@@ -1101,6 +1101,7 @@ def test_prometheus_rule_and_dashboard_toggles(chart: helm.Chart) -> None:
     assert "< 30 * 86400" in exprs["RefereeCertificateExpiringSoon"]
     labels = custom.one("ConfigMap", f"{RELEASE}-dashboard")["metadata"]["labels"]
     assert labels["grafana_dashboard"] == "referee"
+    assert "set prometheusRule.selector" in rendered.notes and "set prometheusRule.selector" not in custom.notes
     report = helm.lint(
         CHART,
         merged(BASE, {"prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}}),
