@@ -1,4 +1,5 @@
-"""Prometheus metrics (one registry per process, exposed on the health port at ``/metrics``).
+"""Prometheus metrics (one registry per process, exposed on the health port at ``/metrics``), and the aiohttp
+tracing hooks that time every registry request.
 
 Every metric, its labels and what to do when it moves are in docs/operations.md. Label values are bounded:
 endpoints, outcomes, results and reason codes are fixed sets; verifier, requirement and registry host names
@@ -10,9 +11,14 @@ Counters on the request path are reached through :class:`Bound`, which resolves 
 
 from __future__ import annotations
 
+import asyncio
+import time
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from yarl import URL
 
 from provider import __version__
 
@@ -213,3 +219,44 @@ for _outcome in ("pinned", "error"):
 for _result in ("applied", "rejected"):
     CONFIG_RELOADS.labels(_result)
     TLS_RELOADS.labels(_result)
+
+
+# -- registry request timing through aiohttp's tracing hooks ----------------------------------------------------
+
+
+def host_label(url: URL) -> str:
+    """``host[:port]`` of ``url`` (the port only when the URL names one); never the user information."""
+    host = url.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = url.explicit_port
+    return f"{host}:{port}" if port else host
+
+
+async def _request_started(session: Any, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams) -> None:
+    ctx.started = time.monotonic()
+
+
+async def _request_answered(session: Any, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
+    registry_latency(host_label(params.url)).observe(time.monotonic() - ctx.started)
+
+
+async def _request_failed(session: Any, ctx: SimpleNamespace, params: aiohttp.TraceRequestExceptionParams) -> None:
+    if isinstance(params.exception, asyncio.CancelledError):
+        return  # the caller gave up (its deadline passed): not the registry's failure
+    host = host_label(params.url)
+    started = getattr(ctx, "started", None)
+    if started is not None:
+        registry_latency(host).observe(time.monotonic() - started)
+    registry_failures(host, type(params.exception).__name__).inc()
+
+
+def registry_trace() -> aiohttp.TraceConfig:
+    """For the registry client's ``aiohttp.ClientSession(trace_configs=[...])``: one latency sample per HTTP
+    request (to its response headers) and a failure count for requests that got no response, covering
+    manifests, blobs, referrers, tokens and redirects in one place."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(_request_started)
+    trace.on_request_end.append(_request_answered)
+    trace.on_request_exception.append(_request_failed)
+    return trace

@@ -50,7 +50,6 @@ from provider.registry.auth import (
     parse_challenge,
     pull_scope,
 )
-from provider.registry.trace import registry_trace
 
 log = structlog.get_logger("referee.registry")
 
@@ -162,7 +161,7 @@ class RegistryClient:
                 trust_env=False,
                 auto_decompress=False,
                 headers={"User-Agent": "referee/0.1"},
-                trace_configs=[registry_trace()],
+                trace_configs=[metrics.registry_trace()],
             )
         return self._session
 
