@@ -21,12 +21,14 @@ class ContentCache:
 
     def __init__(self, max_bytes: int) -> None:
         self._cache: LRUCache[str, bytes] | None = LRUCache(maxsize=max_bytes, getsizeof=len) if max_bytes > 0 else None
+        self._hit = metrics.cache_events("content", "local", "hit")
+        self._miss = metrics.cache_events("content", "local", "miss")
 
     def get(self, digest: str) -> bytes | None:
         if self._cache is None:
             return None
         value = self._cache.get(digest)
-        metrics.CACHE_EVENTS.labels("content", "hit" if value is not None else "miss").inc()
+        (self._miss if value is None else self._hit).inc()
         return value
 
     def put(self, digest: str, data: bytes) -> None:
@@ -42,12 +44,14 @@ class TTLMap(Generic[K, V]):
         self._cache: TTLCache[K, V] | None = (
             TTLCache(maxsize=max_entries, ttl=ttl, timer=timer) if ttl > 0 and max_entries > 0 else None
         )
+        self._hit = metrics.cache_events(name, "local", "hit")
+        self._miss = metrics.cache_events(name, "local", "miss")
 
     def get(self, key: K) -> V | None:
         if self._cache is None:
             return None
         value = self._cache.get(key)
-        metrics.CACHE_EVENTS.labels(self.name, "hit" if value is not None else "miss").inc()
+        (self._miss if value is None else self._hit).inc()
         return value
 
     def put(self, key: K, value: V) -> None:

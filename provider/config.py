@@ -79,6 +79,14 @@ class TLSConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionLogConfig:
+    """The decision log: one JSON line per key answered by ``/verify`` (docs/operations.md)."""
+
+    enabled: bool = True
+    output: str = "stdout"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     address: str = "0.0.0.0"  # noqa: S104 - a pod serves on all interfaces
     port: int = 8443
@@ -95,6 +103,7 @@ class ServerConfig:
     reload_interval: float = 5.0
     keepalive_timeout: float = 120.0
     shutdown_grace: float = 10.0
+    decision_log: DecisionLogConfig = field(default_factory=DecisionLogConfig)
 
     @property
     def verify_deadline(self) -> float:
@@ -342,6 +351,16 @@ def _parse_tls(node: Node) -> TLSConfig:
     return tls
 
 
+def _parse_decision_log(node: Node) -> DecisionLogConfig:
+    d = DecisionLogConfig()
+    decision_log = DecisionLogConfig(
+        enabled=node.flag("enabled", d.enabled),
+        output=node.string("output", d.output, choices=("stdout", "stderr")),
+    )
+    node.finish()
+    return decision_log
+
+
 def _parse_server(node: Node) -> ServerConfig:
     d = ServerConfig()
     server = ServerConfig(
@@ -360,6 +379,7 @@ def _parse_server(node: Node) -> ServerConfig:
         reload_interval=node.duration("reload_interval", d.reload_interval, minimum=0.05),
         keepalive_timeout=node.duration("keepalive_timeout", d.keepalive_timeout),
         shutdown_grace=node.duration("shutdown_grace", d.shutdown_grace),
+        decision_log=_parse_decision_log(node.node("decision_log")),
     )
     if server.deadline_margin >= server.provider_timeout:
         node.error("must be smaller than providerTimeout", "deadline_margin")

@@ -151,6 +151,11 @@ class Engine:
     def config(self) -> Config:
         return self.runtime.config
 
+    @property
+    def pending(self) -> int:
+        """Shared verifications and resolutions started and not finished (bounded by maxPendingVerifications)."""
+        return len(self._flight) + len(self._resolving)
+
     def swap(self, config: Config) -> None:
         """Install a new configuration generation; in-flight work finishes on the old one."""
         old = self.runtime

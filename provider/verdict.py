@@ -39,13 +39,35 @@ class ArtifactResult:
         return out
 
 
+# Reason codes of a decision (the decision log and ``referee_decisions_total`` carry them; docs/operations.md).
+POLICY_SATISFIED = "POLICY_SATISFIED"
+POLICY_DENIED = "POLICY_DENIED"  # a policy that names no code of its own
+NO_POLICY = "NO_POLICY"
+EMPTY_POLICY = "EMPTY_POLICY"
+NO_RULE_APPLIES = "NO_RULE_APPLIES"
+NO_EVIDENCE_REQUIRED = "NO_EVIDENCE_REQUIRED"
+NO_EVIDENCE = "NO_EVIDENCE"
+EVIDENCE_REJECTED = "EVIDENCE_REJECTED"
+EVIDENCE_ERROR = "EVIDENCE_ERROR"
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What a policy decided, and why."""
+    """What a policy decided, and why: ``reason`` for people; ``code``, ``verifiers`` and ``unmet`` for the
+    decision log and metrics (bounded values: codes above, names from the configuration)."""
 
     allowed: bool
     reason: str
     details: Mapping[str, Any] = field(default_factory=dict)
+    code: str = ""
+    verifiers: tuple[str, ...] = ()
+    """The verifiers whose evidence met a requirement of the policy."""
+    unmet: tuple[tuple[str, str], ...] = ()
+    """``(requirement, code)`` for each requirement (required verifier, rule) that was not met."""
+
+    @property
+    def reason_code(self) -> str:
+        return self.code or (POLICY_SATISFIED if self.allowed else POLICY_DENIED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from provider import verdict
 from provider.config import matches_any
 from provider.confignode import Node
 from provider.policies.base import PolicyEnforcer, PolicySpec, policy_types
@@ -61,13 +62,19 @@ class RulesPolicy:
     def decide(self, subject: Subject, results: Sequence[ArtifactResult]) -> Decision:
         ref = subject.ref
         if not self.rules:
-            return Decision(False, "policy has no rules: denied (an empty policy never allows)", {"type": "rules"})
+            return Decision(
+                False,
+                "policy has no rules: denied (an empty policy never allows)",
+                {"type": "rules"},
+                code=verdict.EMPTY_POLICY,
+            )
         applicable = [r for r in self.rules if matches_any(r.scopes, ref.registry, ref.repository)]
         if not applicable:
             return Decision(
                 False,
                 f"no policy rule applies to {ref.name}: denied",
                 {"type": "rules", "satisfied": {}, "unsatisfied": {}},
+                code=verdict.NO_RULE_APPLIES,
             )
         if all(r.min_count == 0 for r in applicable):
             names = ", ".join(r.name for r in applicable)
@@ -75,22 +82,30 @@ class RulesPolicy:
                 False,
                 f"the rules that apply to {ref.name} ({names}) require no evidence (minCount 0): denied",
                 {"type": "rules", "satisfied": {}, "unsatisfied": {}},
+                code=verdict.NO_EVIDENCE_REQUIRED,
             )
         satisfied: dict[str, list[str]] = {}
         unsatisfied: dict[str, str] = {}
+        unmet: list[tuple[str, str]] = []
+        verifiers: dict[str, None] = {}
         for rule in applicable:
             counted = _counted(rule, results)
             why = _unsatisfied_reason(rule, results, counted)
             if why is None:
                 satisfied[rule.name] = sorted({d for digests in counted.values() for d in digests})
+                verifiers.update(dict.fromkeys(v for v, digests in counted.items() if digests))
+                verifiers.update(dict.fromkeys(rule.nested_verifiers))
             else:
                 unsatisfied[rule.name] = why
+                unmet.append((rule.name, _unmet_code(rule, results, counted)))
         details: dict[str, Any] = {"type": "rules", "satisfied": satisfied, "unsatisfied": unsatisfied}
         if unsatisfied:
             reason = "; ".join(f"rule {name}: {why}" for name, why in unsatisfied.items())
-            return Decision(False, reason, details)
+            return Decision(False, reason, details, code=unmet[0][1], verifiers=tuple(verifiers), unmet=tuple(unmet))
         listed = ", ".join(f"{name} ({', '.join(_short(d) for d in ds)})" for name, ds in satisfied.items())
-        return Decision(True, f"satisfied rules: {listed}", details)
+        return Decision(
+            True, f"satisfied rules: {listed}", details, code=verdict.POLICY_SATISFIED, verifiers=tuple(verifiers)
+        )
 
     def required_signers(self, subject: Subject, verifier: str, artifact_type: str) -> tuple[frozenset[str], ...]:
         ref = subject.ref
@@ -144,6 +159,19 @@ def _unsatisfied_reason(rule: Rule, results: Sequence[ArtifactResult], counted: 
         return None
     failures = "; ".join(f"{v}: {_failures(rule, v, results)}" for v in rule.verifiers)
     return f"{len(total)} of {rule.min_count} verified artifacts from {listed} ({failures})"
+
+
+def _unmet_code(rule: Rule, results: Sequence[ArtifactResult], counted: dict[str, set[str]]) -> str:
+    """NO_EVIDENCE when the verifiers that fell short judged no artifact of the rule's types, EVIDENCE_ERROR
+    when every such artifact could not be verified, else EVIDENCE_REJECTED."""
+    short = [v for v in rule.verifiers if len(counted[v]) < rule.min_count] if rule.match == "all" else []
+    names = set(short or rule.verifiers)
+    judged = [r for r in results if r.verifier in names and _type_ok(rule, r)]
+    if not judged:
+        return verdict.NO_EVIDENCE
+    if all(r.error is not None for r in judged):
+        return verdict.EVIDENCE_ERROR
+    return verdict.EVIDENCE_REJECTED
 
 
 def _failures(rule: Rule, verifier: str, results: Sequence[ArtifactResult]) -> str:

@@ -178,6 +178,7 @@ class RegistryClient:
                 trust_env=False,
                 auto_decompress=False,
                 headers={"User-Agent": "referee/0.1"},
+                trace_configs=[metrics.registry_trace()],
             )
         return self._session
 

@@ -24,7 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from provider import deadline, metrics
+from provider import deadline, decisionlog, metrics
 from provider.config import MAX_CONFIG_BYTES, Config, load_config
 from provider.confignode import camel
 from provider.errors import (
@@ -103,6 +103,19 @@ async def _request_context(request: web.Request, handler: Handler) -> web.Stream
         structlog.contextvars.unbind_contextvars("request_id")
 
 
+def _classify(outcome: Outcome | InternalError | None) -> tuple[str, str]:
+    """``(result, reason code)`` of a verify key: allowed/denied by the policy's code, error by the error's code,
+    unavailable (named in systemError for Gatekeeper to retry) by the transient fault's code."""
+    if isinstance(outcome, Outcome):
+        if outcome.verdict is not None:
+            return ("allowed" if outcome.verdict.allowed else "denied"), outcome.verdict.decision.reason_code
+        assert outcome.error is not None
+        return ("unavailable" if outcome.error.transient else "error"), outcome.error.code
+    if isinstance(outcome, InternalError):
+        return "unavailable", outcome.code
+    return "unavailable", DeadlineExceededError.code
+
+
 def _summarise(outcome: Outcome) -> tuple[str, dict[str, Any]]:
     if outcome.verdict is not None:
         kind = "allowed" if outcome.verdict.allowed else "denied"
@@ -140,8 +153,8 @@ async def _run_keys(
 
 def _rejected(endpoint: str, started: float, exc: RequestInvalidError) -> web.Response:
     log.warning("request_rejected", endpoint=endpoint, error=str(exc))
-    metrics.REQUESTS.labels(endpoint, "rejected").inc()
-    metrics.REQUEST_LATENCY.labels(endpoint).observe(time.monotonic() - started)
+    metrics.requests(endpoint, "rejected").inc()
+    metrics.request_latency(endpoint).observe(time.monotonic() - started)
     return _json(protocol.response([], str(exc)))
 
 
@@ -190,27 +203,51 @@ async def handle_verify(request: web.Request) -> web.Response:
             items.append(protocol.item(key, value=outcome.verdict.to_json()))
         else:
             items.append(protocol.item(key, error=str(outcome.error)))
+    decision_log = config.server.decision_log
+    lines: list[str] = []
+    stamp = decisionlog.timestamp() if decision_log.enabled else ""
+    request_id = str(structlog.contextvars.get_contextvars().get("request_id", "")) if decision_log.enabled else ""
     for key in dict.fromkeys(req.keys):
         outcome = results.get(key)
+        duration_ms = round(key_times.get(key, time.monotonic() - started) * 1000, 1)
         if isinstance(outcome, Outcome):
             kind, fields = _summarise(outcome)
         else:
             kind, fields = "unfinished", {"error": retry.get(key)}
-        metrics.KEYS.labels(endpoint, kind).inc()
+        result, code = _classify(outcome)
+        metrics.keys(endpoint, kind).inc()
+        metrics.decisions(result, code).inc()
+        verdict = outcome.verdict if isinstance(outcome, Outcome) else None
+        if verdict is not None and not verdict.allowed:
+            for requirement, reason in verdict.decision.unmet:
+                metrics.unmet_requirements(requirement, reason).inc()
+        if decision_log.enabled:
+            if verdict is not None:
+                assert isinstance(outcome, Outcome)
+                lines.append(decisionlog.verdict_line(stamp, request_id, key, verdict, outcome.cached, duration_ms))
+            else:
+                message = str(outcome.error) if isinstance(outcome, Outcome) else retry.get(key, "")
+                lines.append(
+                    decisionlog.error_line(
+                        stamp, request_id, key, result, code, message, config.generation, duration_ms
+                    )
+                )
         log.info(
             "key_answered",
             key=key,
             outcome=kind,
             cached=isinstance(outcome, Outcome) and outcome.cached,
-            duration_ms=round(key_times.get(key, time.monotonic() - started) * 1000, 1),
+            duration_ms=duration_ms,
             **fields,
         )
+    if lines:
+        decisionlog.write(lines, decision_log.output)
     system_error = ""
     if retry:
         listed = "; ".join(f"{k}: {v}" for k, v in retry.items())
         system_error = f"{len(retry)} of {len(set(req.keys))} keys not answered, retry: {listed}"
-    metrics.REQUESTS.labels(endpoint, "partial" if retry else "ok").inc()
-    metrics.REQUEST_LATENCY.labels(endpoint).observe(time.monotonic() - started)
+    metrics.requests(endpoint, "partial" if retry else "ok").inc()
+    metrics.request_latency(endpoint).observe(time.monotonic() - started)
     return _json(protocol.response(items, system_error))
 
 
@@ -269,7 +306,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
         result = results.get(key)
         pinned = isinstance(result, str)
         failed += not pinned
-        metrics.KEYS.labels(endpoint, "pinned" if pinned else "error").inc()
+        metrics.keys(endpoint, "pinned" if pinned else "error").inc()
         log.info(
             "key_pinned" if pinned else "key_not_pinned",
             key=key,
@@ -277,8 +314,8 @@ async def handle_mutate(request: web.Request) -> web.Response:
             error=None if pinned else str(result or "DEADLINE_EXCEEDED"),
             duration_ms=round(key_times.get(key, time.monotonic() - started) * 1000, 1),
         )
-    metrics.REQUESTS.labels(endpoint, "partial" if failed else "ok").inc()
-    metrics.REQUEST_LATENCY.labels(endpoint).observe(time.monotonic() - started)
+    metrics.requests(endpoint, "partial" if failed else "ok").inc()
+    metrics.request_latency(endpoint).observe(time.monotonic() - started)
     return _json(protocol.response(items))
 
 
@@ -333,6 +370,7 @@ async def reload_once(state: ServerState) -> bool:
         if exc.problems != state.last_reload_error:
             log.error("config_reload_rejected", problems=exc.problems, kept_generation=state.config.generation)
             metrics.CONFIG_RELOADS.labels("rejected").inc()
+        metrics.CONFIG_LAST_RELOAD_OK.set(0)
         state.last_reload_error = exc.problems
         _reload_tls(state, state.config)
         return False
@@ -352,13 +390,14 @@ async def reload_once(state: ServerState) -> bool:
             state.last_reload_error = [f"cannot apply the new configuration: {type(exc).__name__}: {exc}"]
             log.exception("config_reload_failed", kept_generation=old.generation)
             metrics.CONFIG_RELOADS.labels("rejected").inc()
+            metrics.CONFIG_LAST_RELOAD_OK.set(0)
             return False
-        metrics.CONFIG_GENERATION.clear()
-        metrics.CONFIG_GENERATION.labels(new.generation).set(1)
         metrics.CONFIG_RELOADS.labels("applied").inc()
+        _publish_config(new)
         log.info("config_reloaded", generation=new.generation, previous=old.generation)
         swapped = True
     state.last_reload_error = []
+    metrics.CONFIG_LAST_RELOAD_OK.set(1)
     _reload_tls(state, new)
     return swapped
 
@@ -366,6 +405,15 @@ async def reload_once(state: ServerState) -> bool:
 def _reload_tls(state: ServerState, config: Config) -> None:
     if state.tls is not None:
         state.tls.maybe_reload(config.server.tls)
+
+
+def _publish_config(config: Config) -> None:
+    """Gauges that describe the configuration in force."""
+    metrics.CONFIG_GENERATION.clear()
+    metrics.CONFIG_GENERATION.labels(config.generation).set(1)
+    metrics.CONFIG_LAST_RELOAD_TIME.set(time.time())
+    metrics.PROVIDER_TIMEOUT.labels("verify").set(config.server.provider_timeout)
+    metrics.PROVIDER_TIMEOUT.labels("mutate").set(config.server.mutate_provider_timeout)
 
 
 async def _reload_loop(state: ServerState) -> None:
@@ -376,6 +424,7 @@ async def _reload_loop(state: ServerState) -> None:
         except Exception as exc:  # the loop must survive anything a bad file can cause
             state.last_reload_error = [f"reload failed: {type(exc).__name__}"]
             log.exception("config_reload_failed")
+            metrics.CONFIG_LAST_RELOAD_OK.set(0)
 
 
 class RefereeServer:
@@ -414,7 +463,10 @@ class RefereeServer:
         self.health_port = _bound_port(health_site)
         self._runners = [runner, health]
         self._reloader = asyncio.ensure_future(_reload_loop(self.state))
-        metrics.CONFIG_GENERATION.labels(self.state.config.generation).set(1)
+        _publish_config(self.state.config)
+        metrics.CONFIG_LAST_RELOAD_OK.set(1)
+        engine = self.state.engine
+        metrics.PENDING.set_function(lambda: engine.pending)
         self.state.ready = True
         log.info(
             "server_started",

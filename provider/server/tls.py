@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from cryptography import x509
 
+from provider import metrics
 from provider.config import TLSConfig
 from provider.errors import ConfigError
 from provider.files import read_regular
@@ -76,6 +78,33 @@ def build_server_context(cfg: TLSConfig) -> ssl.SSLContext:
     return ctx
 
 
+def publish_expiry(cfg: TLSConfig) -> None:
+    """Set ``referee_tls_certificate_expiration_timestamp_seconds`` for every certificate in the serving chain
+    and in the client-CA bundle in force (replacing the previous set)."""
+    metrics.CERTIFICATE_EXPIRY.clear()
+    files = [("serving", cfg.cert_file)]
+    if cfg.client_auth == "require":
+        files.append(("client_ca", cfg.client_ca_file))
+    for role, path in files:
+        if not path:
+            continue
+        try:
+            certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:  # the context loaded it, so this is a race with a rewrite
+            log.warning("certificate_expiry_unknown", certificate=role, error=type(exc).__name__)
+            continue
+        for cert in certificates:
+            subject = cert.subject.rfc4514_string()[:128]
+            metrics.CERTIFICATE_EXPIRY.labels(role, subject, format(cert.serial_number, "x")).set(
+                cert.not_valid_after_utc.timestamp()
+            )
+
+
+def _count_rejection() -> None:
+    metrics.TLS_RELOADS.labels("rejected").inc()
+    metrics.TLS_LAST_RELOAD_OK.set(0)
+
+
 class ReloadingTLS:
     """Owns the listening context and swaps in rebuilt contexts when the files or settings change."""
 
@@ -85,6 +114,8 @@ class ReloadingTLS:
         self._rejected: str | None = None
         self.listening_context = build_server_context(cfg)
         self.listening_context.sni_callback = self._select
+        publish_expiry(cfg)
+        metrics.TLS_LAST_RELOAD_OK.set(1)
         if cfg.client_auth == "disabled":
             log.warning("mtls_disabled", reason="server.tls.clientAuth is disabled: any client may call Referee")
 
@@ -98,7 +129,11 @@ class ReloadingTLS:
     def maybe_reload(self, cfg: TLSConfig) -> bool:
         """Rebuild when settings or file contents changed; keep the old context if the new one fails."""
         fingerprint = _fingerprint(cfg)
-        if fingerprint in (self._current.fingerprint, self._rejected):
+        if fingerprint == self._current.fingerprint:
+            self._rejected = None
+            metrics.TLS_LAST_RELOAD_OK.set(1)
+            return False
+        if fingerprint == self._rejected:
             return False
         self._rejected = fingerprint
         if cfg.client_auth != self._cfg.client_auth:
@@ -109,14 +144,19 @@ class ReloadingTLS:
                 problems=[f"server.tls.clientAuth changed to {cfg.client_auth}: restart Referee to apply it"],
                 client_auth=self._cfg.client_auth,
             )
+            _count_rejection()
             return False
         try:
             context = build_server_context(cfg)
         except ConfigError as exc:
             log.error("tls_reload_rejected", problems=exc.problems)
+            _count_rejection()
             return False
         self._cfg = cfg
         self._current = _Loaded(context, fingerprint)
         self._rejected = None
+        metrics.TLS_RELOADS.labels("applied").inc()
+        metrics.TLS_LAST_RELOAD_OK.set(1)
+        publish_expiry(cfg)
         log.info("tls_reloaded", client_auth=cfg.client_auth)
         return True

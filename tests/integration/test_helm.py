@@ -43,7 +43,9 @@ REFEREE = Path(sys.executable).parent / "referee"
 NS = "gatekeeper-system"
 RELEASE = "referee"
 KUBE_VERSION = "1.30.0"
-CRD_KINDS = frozenset({"Provider", "Certificate", "Issuer", "ServiceMonitor", "ConstraintTemplate", "Assign"})
+CRD_KINDS = frozenset(
+    {"Provider", "Certificate", "Issuer", "ServiceMonitor", "PrometheusRule", "ConstraintTemplate", "Assign"}
+)
 CLIENT_CA_SECRET = "gatekeeper-webhook-server-cert"
 BASE: dict[str, Any] = {"gatekeeper": {"clientCA": {"secretName": CLIENT_CA_SECRET}}}
 
@@ -518,6 +520,10 @@ def test_cert_manager_mode_with_an_issuer_of_your_own(chart: helm.Chart) -> None
         ({"image": {"digest": "sha256:abc"}}, "/image/digest"),
         ({"trust": [{"name": "Bad_Name", "files": {}}]}, "/trust/0/name"),
         ({"networkPolicy": {"healthFrom": [{"namespaceSelector": {"labels": {}}}]}}, "'labels' not allowed"),
+        ({"prometheusRule": {"selector": '{job="referee"}'}}, "/prometheusRule/selector"),
+        ({"prometheusRule": {"certificateExpiryDays": 0}}, "/prometheusRule/certificateExpiryDays"),
+        ({"prometheusRule": {"alertLabels": {"team": 1}}}, "/prometheusRule/alertLabels/team"),
+        ({"grafanaDashboard": {"folder": "Referee"}}, "additional properties 'folder' not allowed"),
     ],
 )
 def test_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], expected: str) -> None:
@@ -1052,6 +1058,58 @@ def test_service_monitor_toggle(chart: helm.Chart) -> None:
     assert {"name": "health", "port": 8080, "targetPort": "health", "protocol": "TCP"} in service["spec"]["ports"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert "add Prometheus to networkPolicy.healthFrom" in rendered.notes
+
+
+def test_prometheus_rule_and_dashboard_toggles(chart: helm.Chart) -> None:
+    default = render(chart)
+    assert not default.all("PrometheusRule")
+    assert not default.find("ConfigMap", f"{RELEASE}-dashboard")
+    rendered = render(
+        chart,
+        {
+            "prometheusRule": {"enabled": True, "labels": {"release": "prom"}, "alertLabels": {"team": "platform"}},
+            "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "annotations": {"grafana_folder": "R"}},
+        },
+    )
+    validate_kinds(rendered)
+    rule = rendered.one("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert (rule["metadata"]["namespace"], rule["metadata"]["labels"]["release"]) == (NS, "prom")
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert len(alerts) == 9
+    for alert in alerts:
+        assert alert["labels"]["team"] == "platform" and alert["labels"]["severity"] in ("warning", "critical")
+        assert f'job="{RELEASE}",namespace="{NS}"' in alert["expr"], alert["alert"]
+        assert {"summary", "description"} <= set(alert["annotations"])
+    dashboard = rendered.one("ConfigMap", f"{RELEASE}-dashboard")
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "R"}
+    assert json.loads(dashboard["data"]["referee.json"]) == json.loads(
+        (CHART / "dashboards" / "referee.json").read_text()
+    )
+
+    custom = render(
+        chart,
+        {
+            "prometheusRule": {"enabled": True, "selector": 'service="referee-metrics"', "certificateExpiryDays": 30},
+            "grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": "referee"}},
+        },
+    )
+    exprs = {r["alert"]: r["expr"] for g in custom.one("PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    assert all('{service="referee-metrics"' in e and "job=" not in e for e in exprs.values())
+    assert "< 30 * 86400" in exprs["RefereeCertificateExpiringSoon"]
+    labels = custom.one("ConfigMap", f"{RELEASE}-dashboard")["metadata"]["labels"]
+    assert labels["grafana_dashboard"] == "referee"
+    assert "set prometheusRule.selector" in rendered.notes and "set prometheusRule.selector" not in custom.notes
+    report = helm.lint(
+        CHART,
+        merged(BASE, {"prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}}),
+        strict=True,
+        namespace=NS,
+        kube_version="v1.30.0",
+    )
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
 def test_autoscaling_and_disruption_budget(chart: helm.Chart) -> None:

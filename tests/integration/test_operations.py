@@ -278,9 +278,25 @@ async def test_metrics_move_with_requests(
     assert total(after, "referee_registry_requests_total", host=private, status="200") > 0
     assert total(after, "referee_registry_requests_total", host=private, status="401") > 0
     # cache hits and misses: the second ask for the signed image is a verdict-cache hit
-    assert delta("referee_cache_events_total", cache="verdict", result="miss") == 3
-    assert delta("referee_cache_events_total", cache="verdict", result="hit") >= 1
+    assert delta("referee_cache_events_total", cache="verdict", tier="local", result="miss") == 3
+    assert delta("referee_cache_events_total", cache="verdict", tier="local", result="hit") >= 1
     assert value(after, "referee_verifications_in_flight") == 0
+    assert value(after, "referee_verifications_pending") == 0
+    # decisions by result and reason code; the unsigned image misses the one required verifier
+    assert delta("referee_decisions_total", result="allowed", reason="POLICY_SATISFIED") == 3
+    assert delta("referee_decisions_total", result="denied", reason="NO_EVIDENCE") == 1
+    assert delta("referee_unmet_requirements_total", requirement="cosign-ci", reason="NO_EVIDENCE") == 1
+    # registry latency per host of the URL, the Provider timeout the answers are held to, the TLS files' expiry
+    assert delta("referee_registry_request_duration_seconds_count", host=plain) > 0
+    assert delta("referee_registry_request_duration_seconds_count", host=private) > 0
+    assert value(after, "referee_provider_timeout_seconds", endpoint="verify") == 2.0
+    assert value(after, "referee_provider_timeout_seconds", endpoint="mutate") == 1.0
+    assert value(after, "referee_config_last_reload_successful") == 1
+    assert value(after, "referee_tls_last_reload_successful") == 1
+    expiry = {
+        dict(ls)["certificate"] for (n, ls) in after if n == "referee_tls_certificate_expiration_timestamp_seconds"
+    }
+    assert expiry == {"serving", "client_ca"}
 
 
 async def test_logs_carry_request_ids_and_no_credentials(

@@ -275,8 +275,8 @@ async def test_health_metrics_and_logs(
         value(after, 'referee_request_duration_seconds_count{endpoint="verify"}')
         >= value(before, 'referee_request_duration_seconds_count{endpoint="verify"}') + 2
     )
-    assert value(after, 'referee_cache_events_total{cache="verdict",result="hit"}') > value(
-        before, 'referee_cache_events_total{cache="verdict",result="hit"}'
+    assert value(after, 'referee_cache_events_total{cache="verdict",result="hit",tier="local"}') > value(
+        before, 'referee_cache_events_total{cache="verdict",result="hit",tier="local"}'
     )
     assert value(after, "referee_registry_requests_total") > value(before, "referee_registry_requests_total")
 

@@ -1,0 +1,121 @@
+"""The decision log: one JSON line per key answered by ``/verify``, the audit trail of what Referee decided.
+
+It is kept apart from the operational log so it can be shipped and retained on its own: its own stream
+(``server.decisionLog.output``, stdout by default, while the operational log is on stderr), its own switch
+(``server.decisionLog.enabled``, independent of ``--log-level``), and every line carries
+``"logger": "referee.decision"`` and ``"level": "audit"``. Lines are encoded here rather than through
+structlog's processor chain and written once per request; when the log is off nothing is built.
+
+Fields are chosen one by one (nothing from a request is copied wholesale), URLs in error messages lose their
+query strings (pre-signed blob URLs carry credentials there), and every string is clipped, so a line stays
+below about 4 KiB whatever the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from provider.verdict import Verdict
+
+LOGGER = "referee.decision"
+MAX_TEXT = 512
+MAX_NAME = 128
+MAX_VERIFIERS = 16
+_URL_QUERY = re.compile(r"(https?://[^\s?#]*)[?#]\S*")
+log = structlog.get_logger(LOGGER)
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def timestamp() -> str:
+    """The operational log's format (ISO 8601, UTC, ``Z``)."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def verdict_line(stamp: str, request_id: str, key: str, verdict: Verdict, cached: bool, duration_ms: float) -> str:
+    """The line for a key that got a verdict (allowed or denied)."""
+    decision = verdict.decision
+    return _line(
+        stamp,
+        request_id,
+        key,
+        result="allowed" if decision.allowed else "denied",
+        allowed=decision.allowed,
+        reason_code=decision.reason_code,
+        reason=clip(decision.reason),
+        subject=clip(verdict.subject),
+        digest=clip(verdict.digest, MAX_NAME),
+        verifiers=[clip(v, MAX_NAME) for v in decision.verifiers[:MAX_VERIFIERS]],
+        config_generation=verdict.config_generation,
+        cached=cached,
+        duration_ms=duration_ms,
+    )
+
+
+def error_line(
+    stamp: str,
+    request_id: str,
+    key: str,
+    result: str,
+    code: str,
+    message: str,
+    generation: str,
+    duration_ms: float,
+) -> str:
+    """The line for a key answered with an error (``result`` error) or left for Gatekeeper to retry
+    (``result`` unavailable)."""
+    return _line(
+        stamp,
+        request_id,
+        key,
+        result=result,
+        allowed=False,
+        reason_code=code,
+        reason=clip(_URL_QUERY.sub(r"\1?...", message)),
+        subject=None,
+        digest=None,
+        verifiers=[],
+        config_generation=generation,
+        cached=False,
+        duration_ms=duration_ms,
+    )
+
+
+def _line(stamp: str, request_id: str, key: str, **fields: Any) -> str:
+    doc = {
+        "timestamp": stamp,
+        "level": "audit",
+        "logger": LOGGER,
+        "event": "decision",
+        "request_id": clip(request_id, MAX_NAME),
+        "key": clip(key),
+        **fields,
+    }
+    return _encode(doc) + "\n"
+
+
+_broken = False
+
+
+def write(lines: list[str], output: str) -> None:
+    """Write a request's lines in one call; a closed or broken stream never fails the request."""
+    global _broken
+    stream = sys.stdout if output == "stdout" else sys.stderr
+    try:
+        stream.write("".join(lines))
+        stream.flush()
+    except (OSError, ValueError) as exc:
+        if not _broken:
+            _broken = True
+            with contextlib.suppress(OSError, ValueError):
+                log.error("decision_log_unwritable", output=output, error=type(exc).__name__)
