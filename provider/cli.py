@@ -82,6 +82,8 @@ def _print_text(outcomes: Sequence[Outcome]) -> None:
             v = o.verdict
             print(f"{'ALLOWED' if v.allowed else 'DENIED '} {o.key}  ({v.digest})")
             print(f"  reason: {v.decision.reason}")
+            for note in v.notes:
+                print(f"  note: {note}")
             for a in v.artifacts:
                 mark = "ok  " if a.succeeded else "fail"
                 print(f"  [{mark}] {a.verifier} {a.artifact_type} {a.digest[:19]}: {a.reason}")
@@ -110,7 +112,7 @@ async def _verify(config: Config, refs: Sequence[str], output: str) -> int:
 
 def _attach(args: argparse.Namespace) -> int:
     from provider.attach import layout, registry
-    from provider.attach.artifact import parse_annotations
+    from provider.attach.artifact import check_media_type, parse_annotations
     from provider.config import RegistriesConfig, parse_config
     from provider.reference import parse_reference
 
@@ -122,6 +124,8 @@ def _attach(args: argparse.Namespace) -> int:
         raise ConfigError(["attach: give --artifact-type and at least one FILE (or --referrer DIGEST)"])
     ref = parse_reference(args.image)
     annotations = parse_annotations(args.annotation)
+    if args.artifact_type:
+        check_media_type(args.artifact_type, "--artifact-type")
     if args.config:
         config = load_config(args.config)
     else:
@@ -148,7 +152,13 @@ def _attach(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse stops filling positionals at the first option; ``attach IMAGE --opt X FILE`` is still usual.
+        if args.command != "attach" or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.files = [*args.files, *extra]
     serving = args.command == "serve"
     logs.configure(args.log_level or ("info" if serving else "warning"), json_output=serving)
     try:

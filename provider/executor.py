@@ -23,7 +23,7 @@ from provider.errors import NotFoundError, OverloadedError, ProviderError, Subje
 from provider.oci import Descriptor, Manifest
 from provider.policies.base import PolicyEnforcer, policy_types
 from provider.reference import ImageRef, parse_reference
-from provider.registry.client import RegistryClient
+from provider.registry.client import LISTING_NOTES, RegistryClient
 from provider.stores.base import ReferrerStore, StoreResources, store_types
 from provider.verdict import ArtifactResult, Verdict
 from provider.verifiers.base import (
@@ -274,7 +274,12 @@ class Engine:
         started = time.perf_counter()
         verifiers = runtime.verifiers_for(subject.ref)
         now = self.clock()
-        results = await self._verify_referrers(runtime, store, subject, subject.descriptor, verifiers, now, 0)
+        notes: list[str] = []
+        token = LISTING_NOTES.set(notes)
+        try:
+            results = await self._verify_referrers(runtime, store, subject, subject.descriptor, verifiers, now, 0)
+        finally:
+            LISTING_NOTES.reset(token)
         decision = runtime.policy.decide(subject, results)
         verdict = Verdict(
             subject=subject.ref.pinned(),
@@ -284,6 +289,7 @@ class Engine:
             artifacts=tuple(results),
             verified_at=now.isoformat().replace("+00:00", "Z"),
             config_generation=runtime.generation,
+            notes=tuple(notes),
         )
         log.info(
             "subject_verified",
@@ -309,8 +315,13 @@ class Engine:
         if not wanted:
             return []
         referrers: dict[str, Descriptor] = {}
-        async for d in store.list_referrers(subject.ref, target, wanted):
-            referrers.setdefault(d.digest, d)
+        notes = LISTING_NOTES.get() if depth == 0 else None
+        listing = LISTING_NOTES.set(notes)  # nested listings (evidence on evidence) add no notes
+        try:
+            async for d in store.list_referrers(subject.ref, target, wanted):
+                referrers.setdefault(d.digest, d)
+        finally:
+            LISTING_NOTES.reset(listing)
         ordered = sorted(referrers.values(), key=lambda d: d.annotations.get(mt.ANNOTATION_CREATED, ""), reverse=True)
         if len(ordered) > limits.max_referrers:
             log.warning("referrers_capped", subject=subject.ref.pinned(), found=len(ordered), cap=limits.max_referrers)

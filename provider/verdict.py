@@ -57,6 +57,7 @@ class Verdict:
     artifacts: Sequence[ArtifactResult]
     verified_at: str
     config_generation: str
+    notes: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -75,6 +76,7 @@ class Verdict:
             "artifacts": [a.to_json() for a in self.artifacts],
             "verifiedAt": self.verified_at,
             "configGeneration": self.config_generation,
+            "notes": list(self.notes),
         }
 
 

@@ -15,8 +15,8 @@ import structlog
 from provider import mediatypes as mt
 from provider.attach.artifact import EMPTY_CONFIG, EMPTY_CONFIG_DIGEST, build_artifact, referrers_entry
 from provider.attach.result import AttachResult
-from provider.attach.session import RegistrySession, open_session
-from provider.attach.tagindex import IndexUpdate, TagIndex, add_referrer
+from provider.attach.session import ManifestRefsUnknownError, RegistrySession, open_session
+from provider.attach.tagindex import IndexUpdate, TagIndex, UnknownEntriesError, add_referrer
 from provider.config import Config
 from provider.errors import NotFoundError, SubjectMismatchError
 from provider.oci import Descriptor, parse_manifest
@@ -50,7 +50,10 @@ class RegistryTagIndex:
             condition = {"If-None-Match": "*"}
         else:
             condition = {"If-Match": previous.etag or f'"{previous.digest}"'}
-        return self._session.put_manifest(self._tag, body, mt.OCI_INDEX, self.what, condition) is not None
+        try:
+            return self._session.put_manifest(self._tag, body, mt.OCI_INDEX, self.what, condition) is not None
+        except ManifestRefsUnknownError as exc:
+            raise UnknownEntriesError(exc.digests) from None
 
 
 def _uses_api(session: RegistrySession, subject_digest: str, *, oci_subject: str | None, probe: bool) -> bool:

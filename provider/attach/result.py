@@ -36,6 +36,7 @@ class AttachResult:
                 "written": self.index.written,
                 "attempts": self.index.attempts,
                 "droppedInternalEntries": list(self.index.dropped),
+                "prunedMissingEntries": list(self.index.pruned),
             }
         return out
 
@@ -46,6 +47,8 @@ class AttachResult:
         else:
             state = "updated" if self.index.written else "already listed it"
             out.append(f"  discoverable: {HOW[self.discovery]} {self.index.tag} {state} ({self.index.entries} entries)")
+            if self.index.pruned:
+                out.append(f"  removed {len(self.index.pruned)} entries whose manifests the registry no longer holds")
             if self.index.dropped:
                 out.append(f"  dropped {len(self.index.dropped)} entries claiming Referee's cosign-legacy type")
         return out

@@ -175,6 +175,38 @@ class _PushAuth(oras.auth.TokenAuth):  # type: ignore[misc]
         return headers, True
 
 
+class ManifestRefsUnknownError(RegistryError):
+    """The registry refused a manifest or index because it references content it does not hold
+    (``MANIFEST_BLOB_UNKNOWN``); ``digests`` are the ones it named."""
+
+    def __init__(self, message: str, digests: frozenset[str]) -> None:
+        super().__init__(message)
+        self.digests = digests
+
+
+def _unknown_refs(resp: requests.Response) -> frozenset[str]:
+    """The digests of a ``400 MANIFEST_BLOB_UNKNOWN`` answer (empty when it is any other error)."""
+    try:
+        doc = json.loads(next(resp.iter_content(MAX_ERROR_BODY), b""))
+    except (ValueError, UnicodeDecodeError, requests.RequestException, OSError):
+        return frozenset()
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return frozenset()
+    digests: set[str] = set()
+    for error in errors:
+        if not isinstance(error, dict) or error.get("code") != "MANIFEST_BLOB_UNKNOWN":
+            return frozenset()
+        detail = error.get("detail")
+        if not isinstance(detail, str):
+            return frozenset()
+        try:
+            digests.add(parse_digest(detail))
+        except ProviderError:
+            return frozenset()
+    return frozenset(digests)
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     """A manifest read by tag or digest: exact bytes and what the registry said about them."""
@@ -450,6 +482,12 @@ class RegistrySession(oras.provider.Registry):  # type: ignore[misc]
         with resp:
             if resp.status_code == 412:
                 return None
+            if resp.status_code == 400:
+                unknown = _unknown_refs(resp)
+                if unknown:
+                    raise ManifestRefsUnknownError(
+                        f"{what}: the registry holds no {', '.join(sorted(unknown))}", unknown
+                    )
             _expect(resp, 201, what)
             announced = resp.headers.get("Docker-Content-Digest")
             if announced and announced != compute_digest(body, announced.partition(":")[0] or "sha256"):

@@ -8,6 +8,9 @@ conditions"). :func:`add_referrer` therefore
 
 * keeps every entry it finds verbatim, including ones it does not understand (unknown fields, types, digests),
   and drops only entries claiming Referee's internal cosign-legacy types, which no pusher may write;
+* drops entries the registry refuses because their manifests are gone (distribution checks every index entry
+  and answers ``MANIFEST_BLOB_UNKNOWN`` naming them: an index that lists a deleted referrer cannot be rewritten
+  with it);
 * reads the tag again just before writing and starts over if it moved;
 * writes with ``If-Match`` / ``If-None-Match: *`` (honoured by registries with ETag conditions; a ``412`` means
   another writer won) and, because most registries ignore those headers, reads the tag back after a settle delay
@@ -38,6 +41,15 @@ MIN_SETTLE = 0.25
 MAX_SETTLE = 2.0
 
 
+class UnknownEntriesError(Exception):
+    """A write was refused because entries point to manifests the repository no longer holds (registries such as
+    distribution check every index entry). Raised by :meth:`TagIndexIO.write`."""
+
+    def __init__(self, digests: frozenset[str]) -> None:
+        super().__init__(", ".join(sorted(digests)))
+        self.digests = digests
+
+
 @dataclass(frozen=True, slots=True)
 class TagIndex:
     """What the referrers tag held: exact bytes, their digest, the registry's ETag (if any)."""
@@ -59,7 +71,8 @@ class TagIndexIO(Protocol):
         ...
 
     def write(self, body: bytes, previous: TagIndex | None) -> bool:
-        """Push ``body`` at the tag; ``False`` when the registry refused a conditional write (``412``)."""
+        """Push ``body`` at the tag; ``False`` when the registry refused a conditional write (``412``); raises
+        :class:`UnknownEntriesError` when it refused entries pointing to manifests it does not hold."""
         ...
 
 
@@ -70,6 +83,7 @@ class Merge:
     body: bytes | None
     entries: int
     dropped: tuple[str, ...] = ()
+    pruned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +93,7 @@ class IndexUpdate:
     written: bool
     attempts: int
     dropped: tuple[str, ...] = ()
+    pruned: tuple[str, ...] = ()
 
 
 def _parse(existing: TagIndex, what: str) -> dict[str, Any]:
@@ -101,8 +116,15 @@ def _parse(existing: TagIndex, what: str) -> dict[str, Any]:
     return doc
 
 
-def merge_entry(existing: TagIndex | None, entry: Mapping[str, Any], what: str, max_bytes: int) -> Merge:
-    """The index with ``entry`` added (or corrected in place when its digest is listed with other fields)."""
+def merge_entry(
+    existing: TagIndex | None,
+    entry: Mapping[str, Any],
+    what: str,
+    max_bytes: int,
+    gone: frozenset[str] = frozenset(),
+) -> Merge:
+    """The index with ``entry`` added (or corrected in place when its digest is listed with other fields), without
+    entries whose manifests the registry said it no longer holds (``gone``)."""
     if entry.get("artifactType") in mt.COSIGN_LEGACY_TYPES:
         raise ReferrersIndexInvalidError(f"{entry.get('artifactType')} is Referee's internal type; it is never written")
     doc: dict[str, Any] = (
@@ -110,9 +132,14 @@ def merge_entry(existing: TagIndex | None, entry: Mapping[str, Any], what: str, 
     )
     kept: list[Any] = []
     dropped: list[str] = []
+    pruned: list[str] = []
     found = False
     changed = existing is None
     for item in doc["manifests"]:
+        if item.get("digest") in gone and item.get("digest") != entry["digest"]:
+            pruned.append(str(item["digest"]))
+            changed = True
+            continue
         if item.get("artifactType") in mt.COSIGN_LEGACY_TYPES:
             dropped.append(str(item.get("digest")))
             changed = True
@@ -135,7 +162,7 @@ def merge_entry(existing: TagIndex | None, entry: Mapping[str, Any], what: str, 
     body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
     if len(body) > max_bytes:
         raise ArtifactTooLargeError(f"{what} would grow to {len(body)} bytes, over the {max_bytes}-byte limit")
-    return Merge(body, len(kept), tuple(dropped))
+    return Merge(body, len(kept), tuple(dropped), tuple(pruned))
 
 
 def lists_entry(index: TagIndex | None, entry: Mapping[str, Any]) -> bool:
@@ -165,20 +192,31 @@ def add_referrer(
 ) -> IndexUpdate:
     """Add ``entry`` to the index at ``io.tag`` (read, merge, re-read, conditional write, settle, verify)."""
     rng = random.SystemRandom()
+    gone: frozenset[str] = frozenset()
     for attempt in range(1, attempts + 1):
         current = io.read()
-        merge = merge_entry(current, entry, what, max_bytes)
+        merge = merge_entry(current, entry, what, max_bytes, gone)
         if merge.body is None:
             return IndexUpdate(io.tag, merge.entries, written=False, attempts=attempt)
         if merge.dropped:
             log.warning("referrers_index_internal_type_dropped", tag=io.tag, digests=list(merge.dropped))
         if _same(io.read(), current):
             started = clock()
-            if io.write(merge.body, current):
+            try:
+                written = io.write(merge.body, current)
+            except UnknownEntriesError as exc:
+                if entry["digest"] in exc.digests or exc.digests <= gone:
+                    raise ReferrersIndexInvalidError(
+                        f"{what}: the registry refused the index, naming {exc} as missing"
+                    ) from None
+                log.warning("referrers_index_dangling_pruned", tag=io.tag, digests=sorted(exc.digests))
+                gone |= exc.digests
+                continue
+            if written:
                 latency = clock() - started
                 sleep(min(MAX_SETTLE, max(MIN_SETTLE, 3 * latency)) * rng.uniform(1.0, 1.5))
                 if lists_entry(io.read(), entry):
-                    return IndexUpdate(io.tag, merge.entries, True, attempt, merge.dropped)
+                    return IndexUpdate(io.tag, merge.entries, True, attempt, merge.dropped, merge.pruned)
         log.info("referrers_index_conflict", tag=io.tag, attempt=attempt)
         sleep(min(2.0, 0.05 * 2**attempt) * rng.uniform(0.5, 1.5))
     raise ReferrersIndexConflictError(

@@ -8,6 +8,7 @@ current deadline (:mod:`provider.deadline`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import json
 import random
@@ -52,6 +53,9 @@ from provider.registry.auth import (
 )
 
 log = structlog.get_logger("referee.registry")
+
+# What a listing could not see, for the verdict's ``notes`` (set by the executor around a subject's listing).
+LISTING_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("referee_listing_notes", default=None)
 
 
 def _retryable(status: int) -> bool:
@@ -662,6 +666,12 @@ class RegistryClient:
         what = f"referrers tag {ref.name}:{tag}"
         found = await self._get_tag(ref, tag, mt.ACCEPT_INDEX, what)
         if found is None:
+            notes = LISTING_NOTES.get()
+            if notes is not None:
+                notes.append(
+                    f"no referrers listed: {ref.registry} has no referrers API and no fallback index {tag[:19]}… "
+                    "exists (attach with a tool that writes it, such as referee attach)"
+                )
             return []
         try:
             descriptors = parse_index_descriptors(found[0].body, what)
