@@ -135,7 +135,7 @@ def attach(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
 
 
 def verify(capsys: pytest.CaptureFixture[str], config: Path, ref: str, *extra: str) -> tuple[int, dict[str, Any]]:
-    code, out, err = run_cli(capsys, "verify", "--config", str(config), "--output", "json", *extra, ref)
+    code, out, _ = run_cli(capsys, "verify", "--config", str(config), "--output", "json", *extra, ref)
     [item] = json.loads(out)
     assert "value" in item, item
     value: dict[str, Any] = item["value"]

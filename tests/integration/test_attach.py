@@ -31,6 +31,7 @@ from tests.integration.attach_support import (
 from tests.support.content import (
     OCI_INDEX,
     OCI_MANIFEST,
+    BearerFlow,
     fallback_tag,
     get_manifest,
     http_request,
@@ -334,3 +335,45 @@ def test_lost_update_is_detected_and_retried(registry: RegistryProcess, tmp_path
     index = _tag_index(registry, image["digest"])
     assert index is not None
     assert [m["digest"] for m in index["manifests"]] == [entry_b["digest"], entry_a["digest"]]
+
+
+def _credentials_case(
+    request: pytest.FixtureRequest, kind: str
+) -> tuple[RegistryProcess, list[dict[str, Any]], Any, Any]:
+    """(registry, registries.hosts entries, push auth for fixtures, ssl context) for a registry that needs auth."""
+    if kind == "tls-basic":
+        reg: RegistryProcess = request.getfixturevalue("tls_registry")
+        host = {"host": reg.host, "caFile": str(reg.ca_pem_path), "username": reg.username, "password": reg.password}
+        return reg, [host], ("basic", reg.username, reg.password), reg.ssl_context()
+    reg = request.getfixturevalue("token_registry")
+    assert reg.token_server is not None
+    hosts = [
+        {"host": reg.host, "plainHttp": True, "username": reg.username, "password": reg.password},
+        {"host": reg.token_server.url.split("//")[1].split("/")[0], "plainHttp": True},
+    ]
+    return reg, hosts, BearerFlow(reg.username, reg.password), None
+
+
+@pytest.mark.parametrize("kind", ["tls-basic", "token"])
+def test_attach_with_the_credentials_verify_uses(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TLS with a private CA and Basic auth, and the bearer-token flow (a pull,push token; oras-py's own backend
+    keeps a pull-only token and cannot push there), from the same ``registries.hosts`` entries verify reads."""
+    reg, hosts, auth, ssl_ctx = _credentials_case(request, kind)
+    image = make_image(f"attach/auth/{kind}")
+    push_image(reg.url, REPO, kind, image, auth, ssl_ctx)
+    config = write_config(tmp_path / "referee.yaml", [], hosts=hosts)
+    files = evidence_files(tmp_path / "ev", image["digest"])
+    ref = f"{reg.host}/{REPO}:{kind}"
+    results = _attach_all(capsys, files, "--config", str(config), ref)
+    assert {r["discovery"] for r in results.values()} == {"tag-schema"}
+    code, verdict = verify(capsys, config, ref)
+    assert code == 0, verdict["reason"]
+    assert {n: succeeded(verdict)[n] for n in RULES} == {n: [results[n]["digest"]] for n in RULES}
+
+    wrong = write_config(tmp_path / "wrong.yaml", [], hosts=[{**hosts[0], "password": "not-the-password"}, *hosts[1:]])
+    code, _, err = run_cli(
+        capsys, "attach", "--config", str(wrong), "--artifact-type", mt.SPDX_JSON, ref, str(files["sbom"])
+    )
+    assert code == 1 and "AUTH_DENIED" in err and "not-the-password" not in err

@@ -15,7 +15,6 @@ fall back to). A pusher who wants ``artifactType`` builds the manifest dict and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +34,10 @@ CREATED = "org.opencontainers.image.created"
 
 
 @pytest.fixture(autouse=True)
-def _no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """oras-py's ``push`` reads ``~/.docker/config.json``: give it an empty home."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("DOCKER_CONFIG", raising=False)
-    yield
 
 
 def _stamp() -> str:

@@ -154,7 +154,7 @@ def test_merge_prunes_only_what_the_registry_named_missing() -> None:
 @pytest.mark.parametrize(
     ("existing", "message"),
     [
-        (TagIndex(b"{}", _digest(9), mt.OCI_MANIFEST), r"holds a application/vnd\.oci\.image\.manifest\.v1\+json manifest"),
+        (TagIndex(b"{}", _digest(9), mt.OCI_MANIFEST), r"holds a application/vnd\.oci\.image\.manifest\.v1\+json"),
         (TagIndex(b"not json", _digest(9), None), "not JSON"),
         (TagIndex(b'{"schemaVersion": 2, "config": {}}', _digest(9), None), "no manifests list"),
         (TagIndex(b'{"schemaVersion": 1, "manifests": []}', _digest(9), None), "not an OCI image index"),
