@@ -10,6 +10,7 @@ fall back to). A pusher who wants ``artifactType`` builds the manifest dict and 
   shapes.
 * Without it (docker-registry alone): the pushes are invisible — the verdict is a denial whose notes say that the
   registry has no referrers API and no fallback index — until ``referee attach --referrer`` writes the tag schema.
+* On a token-auth registry oras-py cannot push at all (it reuses a pull-only token).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 
 from provider import mediatypes as mt
 from tests.integration.attach_support import RULES, TYPES, evidence_files, run_cli, succeeded, verify, write_config
-from tests.support.content import OCI_INDEX, fallback_tag, get_manifest, make_image, push_image
+from tests.support.content import OCI_INDEX, BearerFlow, fallback_tag, get_manifest, make_image, push_image
 from tests.support.referrers_proxy import ReferrersProxy
 from tests.support.registry import RegistryProcess
 
@@ -195,3 +196,20 @@ def test_referrer_mode_refuses_a_manifest_about_another_image(
     )
     assert code == 1 and "SUBJECT_MISMATCH" in err
     assert get_manifest(registry.url, REPO, fallback_tag(image["digest"]), accept=OCI_INDEX).status == 404
+
+
+def test_oras_py_cannot_push_to_a_token_auth_registry(
+    token_registry: RegistryProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """oras-py's token backend keeps the first token it gets — pull-only, for the blob ``HEAD`` — and reuses it for
+    the upload, which the registry refuses. ``referee attach`` asks for ``pull,push`` and succeeds on the same
+    registry with the same credentials (``test_attach_with_the_credentials_verify_uses``)."""
+    reg = token_registry
+    assert reg.username is not None and reg.password is not None
+    image = make_image("oras/token")
+    push_image(reg.url, REPO, "token", image, BearerFlow(reg.username, reg.password))
+    pusher = OrasPusher(reg.host, image["descriptor"])
+    pusher.client.auth.set_basic_auth(reg.username, reg.password)
+    files = evidence_files(tmp_path / "ev", image["digest"])
+    with pytest.raises(ValueError, match="UNAUTHORIZED"):
+        pusher.push_with_config_type("token-sbom", files["sbom"], mt.SPDX_JSON, tmp_path)
