@@ -256,6 +256,11 @@ def test_attach_refuses_what_the_configuration_does_not_allow(
         str(files["sbom"]),
     )
     assert code == 1 and "REGISTRY_NOT_ALLOWED" in err
+    # Without --config only the registry named in IMAGE is contacted, and only over verified TLS.
+    code, _, err = run_cli(
+        capsys, "attach", "--artifact-type", mt.SPDX_JSON, f"{registry.host}/{REPO}:not-allowed", str(files["sbom"])
+    )
+    assert code == 1 and ("REGISTRY_UNAVAILABLE" in err or "REGISTRY_ERROR" in err), err
     # Without plainHttp for the host, TLS is required, and a plain-HTTP registry fails instead of being downgraded.
     config.write_text(f"registries:\n  allow: ['{registry.host}']\n  maxAttempts: 1\n")
     code, _, err = run_cli(
@@ -377,3 +382,42 @@ def test_attach_with_the_credentials_verify_uses(
         capsys, "attach", "--config", str(wrong), "--artifact-type", mt.SPDX_JSON, ref, str(files["sbom"])
     )
     assert code == 1 and "AUTH_DENIED" in err and "not-the-password" not in err
+
+
+def test_layout_referrer_mode_lists_a_manifest_another_tool_wrote(
+    registry: RegistryProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A layout holding an SBOM manifest that nothing lists (as a copy without index entries leaves it): verify
+    finds nothing; ``attach --layout --referrer`` lists it; verify finds it."""
+    image = make_image("attach/layout-referrer")
+    files = evidence_files(tmp_path / "ev", image["digest"])
+    sbom = files["sbom"].read_bytes()
+    manifest, blobs = make_artifact_manifest(image["descriptor"], mt.SPDX_JSON, [(mt.SPDX_JSON, sbom, None)])
+    layout = write_layout(
+        tmp_path / "layout",
+        [(image["manifest"], OCI_MANIFEST, "v1")],
+        [image["config"], *image["layers"], *blobs.values(), manifest],
+    )
+    config = write_config(tmp_path / "referee.yaml", [registry.host])
+    ref = f"{registry.host}/{REPO}:v1"
+    code, before = verify(capsys, config, ref, "--layout", str(layout))
+    assert code == 1 and "sbom: no matching artifact found" in before["reason"]
+
+    digest = referrer_descriptor(manifest)["digest"]
+    code, _, err = run_cli(
+        capsys, "attach", "--layout", str(layout), "--referrer", digest, "--artifact-type", mt.SPDX_JSON, ref
+    )
+    assert code == 2 and "--referrer lists an existing manifest" in err
+    result = attach(capsys, "--layout", str(layout), "--referrer", digest, ref)
+    assert result == {
+        "subject": f"{registry.host}/{REPO}@{image['digest']}",
+        "digest": digest,
+        "artifactType": mt.SPDX_JSON,
+        "discovery": "layout",
+    }
+    code, after = verify(capsys, config, ref, "--layout", str(layout))
+    assert succeeded(after)["sbom"] == [digest]
+    # Listing it again leaves index.json as it is.
+    before_bytes = (layout / "index.json").read_bytes()
+    attach(capsys, "--layout", str(layout), "--referrer", digest, ref)
+    assert (layout / "index.json").read_bytes() == before_bytes
