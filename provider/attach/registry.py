@@ -46,10 +46,12 @@ class RegistryTagIndex:
         return TagIndex(fetched.body, fetched.digest, fetched.media_type, fetched.etag)
 
     def write(self, body: bytes, previous: TagIndex | None) -> bool:
+        # Conditional only on what the registry said: an ETag it did not send could never match.
+        condition: dict[str, str] = {}
         if previous is None:
-            condition = {"If-None-Match": "*"}
-        else:
-            condition = {"If-Match": previous.etag or f'"{previous.digest}"'}
+            condition["If-None-Match"] = "*"
+        elif previous.etag:
+            condition["If-Match"] = previous.etag
         try:
             return self._session.put_manifest(self._tag, body, mt.OCI_INDEX, self.what, condition) is not None
         except ManifestRefsUnknownError as exc:

@@ -421,3 +421,29 @@ def test_layout_referrer_mode_lists_a_manifest_another_tool_wrote(
     before_bytes = (layout / "index.json").read_bytes()
     attach(capsys, "--layout", str(layout), "--referrer", digest, ref)
     assert (layout / "index.json").read_bytes() == before_bytes
+
+
+def test_index_writes_are_conditional_on_what_was_read(
+    registry: RegistryProcess, referrers_proxy: ReferrersProxy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The spec's optional conditional push: ``If-None-Match: *`` when creating the tag, ``If-Match`` with the
+    ETag the registry sent when replacing it (the proxy, in front of distribution, models a registry without the
+    referrers API)."""
+    referrers_proxy.mode = "404"
+    referrers_proxy.send_oci_subject = False
+    image = _image(registry, "conditional")
+    config = write_config(tmp_path / "referee.yaml", [registry.host, referrers_proxy.host])
+    files = evidence_files(tmp_path / "ev", image["digest"])
+    ref = f"{referrers_proxy.host}/{REPO}:conditional"
+    tag_path = f"/v2/{REPO}/manifests/{fallback_tag(image['digest'])}"
+    written = []
+    for name in ("sbom", "scan"):
+        result = attach(capsys, "--config", str(config), "--artifact-type", TYPES[name], ref, str(files[name]))
+        assert result["discovery"] == "tag-schema"
+        index = get_manifest(registry.url, REPO, fallback_tag(image["digest"]), accept=OCI_INDEX)
+        written.append(index.header("Docker-Content-Digest"))
+    log = zip(referrers_proxy.log, referrers_proxy.request_headers, strict=True)
+    puts = [headers for (method, path), headers in log if (method, path) == ("PUT", tag_path)]
+    assert len(puts) == 2
+    assert puts[0].get("If-None-Match") == "*" and "If-Match" not in puts[0]
+    assert puts[1].get("If-Match") == f'"{written[0]}"' and "If-None-Match" not in puts[1]
