@@ -1,7 +1,8 @@
-"""``referee``: serve the provider, verify images the way admission will, check configuration.
+"""``referee``: serve the provider, verify images the way admission will, attach evidence, check configuration.
 
 Exit codes of ``verify``: 0 every image allowed, 1 any image denied or undecidable, 2 configuration or usage
-error. ``config check`` exits 2 with one ``path: message`` line per problem.
+error. ``attach``: 0 pushed and discoverable, 1 registry or layout failure, 2 configuration or usage error.
+``config check`` exits 2 with one ``path: message`` line per problem.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from provider import __version__, logs
 from provider.config import Config, load_config
-from provider.errors import ConfigError
+from provider.errors import ConfigError, ProviderError
 from provider.executor import Engine, Outcome
 from provider.stores.base import StoreSpec
 from provider.stores.oci_layout import LayoutParams
@@ -45,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--layout", help="verify from this OCI image layout directory instead of registries")
     verify.add_argument("--output", choices=("text", "json"), default="text")
     verify.add_argument("refs", nargs="+", metavar="REF", help="image references")
+    attach = sub.add_parser(
+        "attach",
+        help="push files as an artifact referring to an image (referrers API or tag schema), or index one",
+        description="Push FILEs as an OCI 1.1 artifact whose subject is IMAGE and make it discoverable: the "
+        "registry's referrers API when it has one, else the referrers tag-schema index (read-modify-write). "
+        "With --referrer, list an already pushed manifest instead (e.g. one pushed by oras-py).",
+    )
+    attach.add_argument("--config", help="configuration file (YAML): registries.allow, hosts, credentials")
+    attach.add_argument("--layout", help="attach inside this OCI image layout directory instead of a registry")
+    attach.add_argument("--artifact-type", help="the artifact's media type, e.g. application/spdx+json")
+    attach.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE", help="manifest annotation")
+    attach.add_argument("--referrer", metavar="DIGEST", help="index this pushed manifest (subject IMAGE)")
+    attach.add_argument("--output", choices=("text", "json"), default="text")
+    attach.add_argument("image", metavar="IMAGE", help="the subject image (tag or digest)")
+    attach.add_argument("files", nargs="*", metavar="FILE[:MEDIATYPE]", help="files to push, one layer each")
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     check = config_sub.add_parser("check", help="validate a configuration file")
@@ -66,6 +82,8 @@ def _print_text(outcomes: Sequence[Outcome]) -> None:
             v = o.verdict
             print(f"{'ALLOWED' if v.allowed else 'DENIED '} {o.key}  ({v.digest})")
             print(f"  reason: {v.decision.reason}")
+            for note in v.notes:
+                print(f"  note: {note}")
             for a in v.artifacts:
                 mark = "ok  " if a.succeeded else "fail"
                 print(f"  [{mark}] {a.verifier} {a.artifact_type} {a.digest[:19]}: {a.reason}")
@@ -92,8 +110,55 @@ async def _verify(config: Config, refs: Sequence[str], output: str) -> int:
     return EXIT_OK if all(o.verdict is not None and o.verdict.allowed for o in outcomes) else EXIT_DENIED
 
 
+def _attach(args: argparse.Namespace) -> int:
+    from provider.attach import layout, registry
+    from provider.attach.artifact import check_media_type, parse_annotations
+    from provider.config import RegistriesConfig, parse_config
+    from provider.reference import parse_reference
+
+    if args.referrer and (args.files or args.artifact_type or args.annotation):
+        raise ConfigError(
+            ["attach: --referrer lists an existing manifest; give no FILE, --artifact-type or --annotation"]
+        )
+    if not args.referrer and not (args.files and args.artifact_type):
+        raise ConfigError(["attach: give --artifact-type and at least one FILE (or --referrer DIGEST)"])
+    ref = parse_reference(args.image)
+    annotations = parse_annotations(args.annotation)
+    if args.artifact_type:
+        check_media_type(args.artifact_type, "--artifact-type")
+    if args.config:
+        config = load_config(args.config)
+    else:
+        # No configuration: the registry named on the command line, over verified TLS, anonymously.
+        config = dataclasses.replace(parse_config({}, Path.cwd()), registries=RegistriesConfig(allow=(ref.registry,)))
+    max_manifest = config.limits.max_manifest_bytes
+    if args.layout:
+        root = Path(args.layout).resolve()
+        if args.referrer:
+            result = layout.index_referrer(root, ref, args.referrer, max_manifest_bytes=max_manifest)
+        else:
+            result = layout.attach_files(
+                root, ref, args.artifact_type, args.files, annotations, max_manifest_bytes=max_manifest
+            )
+    elif args.referrer:
+        result = registry.index_referrer(config, ref, args.referrer)
+    else:
+        result = registry.attach_files(config, ref, args.artifact_type, args.files, annotations)
+    if args.output == "json":
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print("\n".join(result.lines()))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse stops filling positionals at the first option; ``attach IMAGE --opt X FILE`` is still usual.
+        if args.command != "attach" or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.files = [*args.files, *extra]
     serving = args.command == "serve"
     logs.configure(args.log_level or ("info" if serving else "warning"), json_output=serving)
     try:
@@ -104,6 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{len(config.stores)} stores, policy {config.policy.type})"
             )
             return EXIT_OK
+        if args.command == "attach":
+            try:
+                return _attach(args)
+            except ConfigError:
+                raise
+            except ProviderError as exc:
+                print(f"referee attach: {exc}", file=sys.stderr)
+                return EXIT_DENIED
         config = load_config(args.config)
         if args.command == "verify":
             if args.layout:

@@ -137,3 +137,16 @@ class RequestInvalidError(ProviderError):
     """A ProviderRequest that cannot be served at all."""
 
     code = "REQUEST_INVALID"
+
+
+class ReferrersIndexInvalidError(ProviderError):
+    """``referee attach``: the referrers tag holds something other than an OCI image index; it is left alone."""
+
+    code = "REFERRERS_INDEX_INVALID"
+
+
+class ReferrersIndexConflictError(ProviderError):
+    """``referee attach``: concurrent writers kept replacing the referrers tag index; try again."""
+
+    code = "REFERRERS_INDEX_CONFLICT"
+    transient = True

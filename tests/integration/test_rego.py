@@ -769,7 +769,7 @@ def test_cookbook_snippets_are_valid(tmp_path: Path) -> None:
                     config["verifiers"] = [{"name": n, "type": "cosign", "keys": [str(key_file)]} for n in names]
                 load_config_bytes(yaml.safe_dump(config).encode(), tmp_path)
                 configs += 1
-    assert configs == 5
+    assert configs == 6
     assert len(constraints) == 6
     [hotfix] = objects
     enforcing = constraints["verified-images"]["spec"]["parameters"]
