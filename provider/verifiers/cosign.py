@@ -8,7 +8,7 @@ be a ``cosign container image signature`` whose ``docker-manifest-digest`` is th
 Keys verify directly. A keyless signature carries its Fulcio certificate (``dev.sigstore.cosign/certificate``,
 ``…/chain``); it counts when the Rekor SET (``dev.sigstore.cosign/bundle``) or an RFC 3161 timestamp proves a
 signing time inside the certificate's validity, the chain reaches a configured Fulcio root at that time and the
-SAN + OIDC issuer match a configured identity. The checks live in :mod:`provider.verifiers.sigstore_common`.
+SAN + OIDC issuer match a configured identity. The checks live in :mod:`provider.verifiers.sigstore`.
 """
 
 from __future__ import annotations
@@ -26,13 +26,10 @@ from provider.errors import ArtifactTooLargeError, DigestMismatchError, Manifest
 from provider.oci import Descriptor
 from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
 from provider.verifiers.keys import TrustedKey
-from provider.verifiers.sigstore_common import (
-    Rejected,
-    SigstorePolicy,
-    evidence_from_annotations,
-    message_binder,
-    parse_policy,
-)
+from provider.verifiers.sigstore.binding import message_binder
+from provider.verifiers.sigstore.common import Rejected
+from provider.verifiers.sigstore.evidence import evidence_from_annotations
+from provider.verifiers.sigstore.policy import SigstorePolicy, parse_policy
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_SIGNATURES = 32

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from provider import mediatypes as mt
 from provider.errors import ConfigError
 from provider.reference import parse_reference
+from provider.verifiers.sigstore.common import Rejected
 from provider.verifiers.sigstore_bundle import BundleChecker
-from provider.verifiers.sigstore_common import Rejected
 from tests.support.paths import VECTORS as SHARED_VECTORS
 from tests.support.sigstore_sign import (
     FakeSigstore,
@@ -332,7 +332,7 @@ def test_unsupported_media_type_and_sha512_subject() -> None:
 def test_a_trust_root_with_a_malformed_validity_is_refused(damage: str) -> None:
     """A missing or unreadable bound must not become 'valid forever' (sigstore-conformance
     trust-root-*-missing-validity-start_fail)."""
-    from provider.verifiers.sigstore_common import parse_trusted_root
+    from provider.verifiers.sigstore.trust import parse_trusted_root
 
     root = json.loads((VECTORS / "trusted_root.public-good.json").read_text())
     validity = root["tlogs"][0]["publicKey"]["validFor"]
