@@ -13,8 +13,6 @@ SAN + OIDC issuer match a configured identity. The checks live in :mod:`provider
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from provider.oci import Descriptor
 from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
 from provider.verifiers.keys import TrustedKey
 from provider.verifiers.sigstore.binding import message_binder
-from provider.verifiers.sigstore.common import Rejected
+from provider.verifiers.sigstore.common import Rejected, std_b64decode
 from provider.verifiers.sigstore.evidence import evidence_from_annotations
 from provider.verifiers.sigstore.policy import SigstorePolicy, parse_policy
 
@@ -101,9 +99,9 @@ class CosignVerifier:
         if not encoded:
             return "no signature annotation"
         try:
-            signature = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            return "signature annotation is not base64"
+            signature = std_b64decode(encoded, "signature annotation")
+        except Rejected as exc:
+            return exc.reason
         try:
             payload = await request.content.fetch_blob(layer, MAX_PAYLOAD_BYTES)
         except (ArtifactTooLargeError, DigestMismatchError, ManifestInvalidError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,19 @@ def b64decode(value: object, what: str) -> bytes:
         return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError):
         raise Rejected(f"{what} is not base64") from None
+
+
+_STD_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def std_b64decode(value: str, what: str) -> bytes:
+    """Base64 as Go's ``base64.StdEncoding.DecodeString`` reads it (cosign and containers/image decode signature
+    annotations so): the standard alphabet, padded, with ``\r`` and ``\n`` ignored wherever they appear; nothing
+    else (no spaces, no URL-safe alphabet, no missing or excess padding)."""
+    text = value.replace("\r", "").replace("\n", "")
+    if not _STD_BASE64.fullmatch(text):
+        raise Rejected(f"{what} is not base64")
+    return base64.b64decode(text, validate=True)
 
 
 def get_path(doc: object, *path: str) -> Any:
