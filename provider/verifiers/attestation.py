@@ -215,7 +215,7 @@ class AttestationVerifier:
                 failures.append(f"bundle {index}: {data}")
                 continue
             try:
-                outcome = self.params.checker.verify(data, digest, request.subject.ref)
+                outcome = self.params.checker.verify(data, digest, request.subject.ref, request.now)
             except Rejected as exc:
                 failures.append(f"bundle {index}: {exc.reason}")
                 continue
@@ -256,7 +256,7 @@ class AttestationVerifier:
                     bind=dsse_binder(envelope, signature),
                     timestamp_message=blob,
                 )
-                facts = self.params.checker.policy.verify(evidence, request.subject.ref)
+                facts = self.params.checker.policy.verify(evidence, request.subject.ref, request.now)
             except Rejected as exc:
                 failure = failure or exc
                 continue

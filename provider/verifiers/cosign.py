@@ -114,7 +114,7 @@ class CosignVerifier:
                 bind=message_binder(hashlib.sha256(payload).digest(), signature),
                 timestamp_message=signature,
             )
-            facts = self.params.policy.verify(evidence, request.subject.ref)
+            facts = self.params.policy.verify(evidence, request.subject.ref, request.now)
         except Rejected as exc:
             return exc.reason
         problem, statement = check_simple_signing(payload, request.subject.descriptor.digest)
@@ -124,6 +124,8 @@ class CosignVerifier:
             reason = f"keyless signature by {facts['identity']} ({facts['issuer']}) verified"
             if "integratedTime" in facts:
                 reason += f", logged at {facts['integratedTime']}"
+            elif "certificateCheckedAt" in facts:
+                reason += f", certificate valid at verification time {facts['certificateCheckedAt']}"
         else:
             reason = f"signature verified with key {facts['keyFingerprint'][:19]}"
         return VerifierResult(

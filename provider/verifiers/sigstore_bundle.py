@@ -85,8 +85,9 @@ class BundleChecker:
     policy: SigstorePolicy
     sigstore: SigstoreVerifier | None = None
 
-    def verify(self, raw: bytes, digest: str, ref: ImageRef) -> BundleOutcome:
-        """Raise :class:`Rejected` with the reason unless the bundle verifies and binds ``digest``."""
+    def verify(self, raw: bytes, digest: str, ref: ImageRef, now: datetime | None = None) -> BundleOutcome:
+        """Raise :class:`Rejected` with the reason unless the bundle verifies and binds ``digest``; ``now`` is the
+        verification time (used only under ``certificateTime: now``)."""
         algorithm, _, hex_digest = digest.partition(":")
         if algorithm != "sha256" or len(hex_digest) != 64:
             raise Rejected(f"only sha256 image digests can be bound to a Sigstore bundle, not {algorithm}")
@@ -110,7 +111,7 @@ class BundleChecker:
         if keyless and self.sigstore is not None and entries and kinds <= _SIGSTORE_KINDS:
             outcome = self._with_sigstore(raw, doc, bytes.fromhex(hex_digest), ref)
         else:
-            outcome = self._by_hand(doc, bytes.fromhex(hex_digest), ref)
+            outcome = self._by_hand(doc, bytes.fromhex(hex_digest), ref, now)
         if outcome.statement is not None and not outcome.statement.names_digest(digest):
             raise Rejected(
                 f"statement subjects ({', '.join(outcome.statement.subject_digests()) or 'none'}) do not include "
@@ -163,7 +164,7 @@ class BundleChecker:
 
     # -- by hand -------------------------------------------------------------------------------------------------
 
-    def _by_hand(self, doc: dict[str, Any], digest: bytes, ref: ImageRef) -> BundleOutcome:
+    def _by_hand(self, doc: dict[str, Any], digest: bytes, ref: ImageRef, now: datetime | None) -> BundleOutcome:
         material = parse_material(doc["verificationMaterial"])
 
         def evidence(signature: bytes, signed: bytes, prehashed: bool, bind: Any) -> Evidence:
@@ -192,6 +193,7 @@ class BundleChecker:
             facts = self.policy.verify(
                 evidence(signature, digest, True, message_binder(digest, signature)),
                 ref,
+                now,
             )
             return BundleOutcome({**facts, "verifiedWith": "referee"})
         envelope = parse_envelope(doc["dsseEnvelope"])
@@ -206,6 +208,7 @@ class BundleChecker:
                         dsse_binder(envelope, signature),
                     ),
                     ref,
+                    now,
                 )
             except Rejected as exc:
                 failure = failure or exc
@@ -271,7 +274,7 @@ class SigstoreBundleVerifier:
                 failures.append(f"bundle {index}: {data}")
                 continue
             try:
-                outcome = self.params.checker.verify(data, digest, request.subject.ref)
+                outcome = self.params.checker.verify(data, digest, request.subject.ref, request.now)
                 wanted = self.params.predicate_types
                 if outcome.statement is not None and wanted and outcome.statement.predicate_type not in wanted:
                     raise Rejected(f"predicate type {outcome.statement.predicate_type} is not one of the accepted")

@@ -22,6 +22,7 @@ from tests.support.paths import VECTORS as SHARED_VECTORS
 from tests.support.sigstore_sign import (
     FakeSigstore,
     MemorySource,
+    PrivatePKI,
     artifact_request,
     build_verifier,
     layer,
@@ -344,3 +345,52 @@ def test_a_trust_root_with_a_malformed_validity_is_refused(damage: str) -> None:
         validity["end"] = "tomorrow"
     with pytest.raises(ValueError, match=r"tlogs\[0\]: validFor\.(start|end)"):
         parse_trusted_root(json.dumps(root).encode())
+
+
+def _private_pki_bundle(pki: PrivatePKI, digest: bytes, *, with_root: bool = False) -> bytes:
+    """A message-signature bundle by a private-PKI leaf: certificate chain (leaf, intermediate[, root]), no
+    transparency-log entry, no timestamp."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    key, cert = pki.issue("release@example.com")
+    signature = key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    chain = [cert, pki.intermediate, *([pki.root] if with_root else [])]
+    material = {
+        "x509CertificateChain": {
+            "certificates": [
+                {"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()} for c in chain
+            ]
+        },
+        "tlogEntries": [],
+    }
+    content = {
+        "messageDigest": {"algorithm": "SHA2_256", "digest": base64.b64encode(digest).decode()},
+        "signature": base64.b64encode(signature).decode(),
+    }
+    return json.dumps(
+        {"mediaType": mt.SIGSTORE_BUNDLE_V03, "verificationMaterial": material, "messageSignature": content}
+    ).encode()
+
+
+async def test_private_pki_bundle_checked_at_verification_time(tmp_path: Path) -> None:
+    """``certificateTime: now`` reaches the sigstore-bundle verifier too (the request's time, hand-written path)."""
+    pki = PrivatePKI()
+    (tmp_path / "corp-root.pem").write_bytes(pki.root_pem)
+    entry = {
+        "name": "bundles",
+        "type": "sigstore-bundle",
+        "caRoots": [str(tmp_path / "corp-root.pem")],
+        "insecureIgnoreSct": True,
+        "requireTlog": False,
+        "identities": [{"identity": "release@example.com", "issuerRegExp": ".*"}],
+    }
+    source = MemorySource()
+    layers = [layer(source, mt.SIGSTORE_BUNDLE_V03, _private_pki_bundle(pki, bytes.fromhex(SUBJECT[7:])))]
+    request = artifact_request(source, layers, subject_digest=SUBJECT, artifact_type=mt.SIGSTORE_BUNDLE_V03)
+    result = await build_verifier({**entry, "certificateTime": "now"}).verify(request)
+    assert result.succeeded, result.reason
+    assert result.details["certificateCheckedAt"] == "2026-11-01T00:00:00Z"
+    assert result.details["verifiedWith"] == "referee"
+    refused = await build_verifier(entry).verify(request)
+    assert not refused.succeeded and "without a verified signing time" in refused.reason

@@ -20,7 +20,7 @@ from cryptography.x509.verification import (
 
 from provider.confignode import Node, camel
 from provider.verifiers.sigstore.common import Rejected, iso
-from provider.verifiers.sigstore.trust import TrustMaterial, pem_certificates
+from provider.verifiers.sigstore.trust import Authority, pem_certificates
 
 OID_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 OID_ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
@@ -87,12 +87,17 @@ class IdentityRule:
     scopes: tuple[str, ...] = ("*",)
 
     def matches(self, sans: Sequence[str], issuer: str | None) -> bool:
+        """A certificate without an OIDC issuer extension (``issuer`` None, e.g. from a private PKI) matches only an
+        ``issuerRegExp`` that fully matches the empty string, as cosign reads a missing issuer as ""."""
         if issuer is None:
-            return False
+            return self.issuer_re is not None and self.issuer_re.fullmatch("") is not None and self._names(sans)
         if self.issuer is not None and issuer != self.issuer:
             return False
         if self.issuer_re is not None and not self.issuer_re.fullmatch(issuer):
             return False
+        return self._names(sans)
+
+    def _names(self, sans: Sequence[str]) -> bool:
         if self.identity is not None:
             return self.identity in sans
         assert self.identity_re is not None
@@ -158,17 +163,23 @@ _EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(x509.ExtendedKe
 
 
 def verify_chain(
-    leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], trust: TrustMaterial, at: datetime, source: str
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    authorities: Sequence[Authority],
+    at: datetime,
+    source: str,
+    roots: str = "Fulcio",
 ) -> list[x509.Certificate]:
-    """The verified chain above ``leaf`` (issuer first) at ``at``, to a Fulcio CA trusted at that time."""
+    """The verified chain above ``leaf`` (issuer first) at ``at``, to one of ``authorities`` (named ``roots`` in
+    messages) trusted at that time."""
     if not leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc:
         raise Rejected(
             f"certificate expired at {source} time {iso(at)}: valid only from "
             f"{iso(leaf.not_valid_before_utc)} to {iso(leaf.not_valid_after_utc)}"
         )
-    anchors = [cert for ca in trust.fulcio if ca.validity.contains(at) for cert in ca.certificates]
+    anchors = [cert for ca in authorities if ca.validity.contains(at) for cert in ca.certificates]
     if not anchors:
-        raise Rejected(f"no configured Fulcio CA is valid at {iso(at)}")
+        raise Rejected(f"no configured {roots} CA is valid at {iso(at)}")
     verifier = (
         PolicyBuilder()
         .store(Store(anchors))
@@ -179,7 +190,7 @@ def verify_chain(
     try:
         chain = verifier.verify(leaf, list(intermediates)).chain
     except (VerificationError, x509.UnsupportedGeneralNameType, ValueError) as exc:
-        raise Rejected(f"certificate does not chain to a configured Fulcio root at {iso(at)}: {exc}") from None
+        raise Rejected(f"certificate does not chain to a configured {roots} root at {iso(at)}: {exc}") from None
     try:
         usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value

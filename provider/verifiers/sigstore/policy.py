@@ -23,10 +23,11 @@ from provider.verifiers.sigstore.rekor import verify_tlog_entry
 from provider.verifiers.sigstore.sct import verify_sct
 from provider.verifiers.sigstore.signatures import verify_signature
 from provider.verifiers.sigstore.timestamps import verify_timestamp
-from provider.verifiers.sigstore.trust import TrustMaterial, parse_trust
+from provider.verifiers.sigstore.trust import Authority, TrustMaterial, parse_trust
 
 MAX_TLOG_ENTRIES = 8
 MAX_TIMESTAMPS = 8
+CERTIFICATE_TIMES = ("signed", "now")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class SigstorePolicy:
     trust: TrustMaterial = field(default_factory=TrustMaterial)
     require_tlog: bool = False
     ignore_sct: bool = False
+    certificate_time: str = "signed"
 
     def keys_for(self, ref: ImageRef) -> list[TrustedKey]:
         return [k for k in self.keys if matches_any(k.scopes, ref.registry, ref.repository)]
@@ -45,8 +47,9 @@ class SigstorePolicy:
     def identities_for(self, ref: ImageRef) -> list[IdentityRule]:
         return [i for i in self.identities if matches_any(i.scopes, ref.registry, ref.repository)]
 
-    def verify(self, evidence: Evidence, ref: ImageRef) -> dict[str, Any]:
-        """Facts about the verified signer; :class:`Rejected` with the most specific reason otherwise."""
+    def verify(self, evidence: Evidence, ref: ImageRef, now: datetime | None = None) -> dict[str, Any]:
+        """Facts about the verified signer; :class:`Rejected` with the most specific reason otherwise. ``now`` is
+        the verification time, used only under ``certificateTime: now``."""
         keys, identities = self.keys_for(ref), self.identities_for(ref)
         if not keys and not identities:
             raise Rejected(f"no key or identity is configured for {ref.registry}/{ref.repository}")
@@ -57,7 +60,7 @@ class SigstorePolicy:
             except Rejected as exc:
                 key_failure = exc
         if evidence.certificate is not None and identities:
-            return self._verify_keyless(evidence, evidence.certificate, identities)
+            return self._verify_keyless(evidence, evidence.certificate, identities, now)
         if key_failure is not None:
             raise key_failure
         raise Rejected("signature has no certificate and no key is configured for this repository")
@@ -108,7 +111,7 @@ class SigstorePolicy:
         return {"signer": "key", "keyFingerprint": key.fingerprint, "keyType": key.kind, **facts}
 
     def _verify_keyless(
-        self, evidence: Evidence, cert: x509.Certificate, identities: Sequence[IdentityRule]
+        self, evidence: Evidence, cert: x509.Certificate, identities: Sequence[IdentityRule], now: datetime | None
     ) -> dict[str, Any]:
         key = cert.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
@@ -116,16 +119,23 @@ class SigstorePolicy:
         if not verify_signature(key, evidence.signature, evidence.signed, prehashed=evidence.prehashed):
             raise Rejected("signature does not verify with the certificate's key")
         times, facts = self._tlog(evidence, Signer(key, cert), self.require_tlog)
-        sources = [("integrated", t) for t in times]
-        sources += [("RFC 3161 timestamp", t) for t in self._timestamps(evidence)]
+        stamps = self._timestamps(evidence)
+        sources = [("integrated", t) for t in times] + [("RFC 3161 timestamp", t) for t in stamps]
+        authorities, roots = self._authorities()
         if not sources:
-            raise Rejected(
-                "keyless signature without a verified signing time (a Rekor SET or an RFC 3161 timestamp "
-                "from a configured authority)"
-            )
+            if self.certificate_time != "now" or now is None:
+                raise Rejected(
+                    "keyless signature without a verified signing time (a Rekor SET or an RFC 3161 timestamp "
+                    "from a configured authority)"
+                )
+            # certificateTime: now (private PKI only, enforced by the configuration): checked when verified, as
+            # cosign does for a certificate without a log entry or timestamp.
+            sources = [("verification", now)]
+            authorities, roots = self.trust.private_cas, "private (caRoots)"
+            facts["certificateCheckedAt"] = iso(now)
         chain: list[x509.Certificate] = []
         for source, moment in sources:
-            chain = verify_chain(cert, evidence.chain, self.trust, moment, source)
+            chain = verify_chain(cert, evidence.chain, authorities, moment, source, roots)
         if not self.ignore_sct:
             facts["sctLogID"] = verify_sct(cert, chain[0], self.trust.ctlogs)
         sans, issuer = certificate_identity(cert)
@@ -135,8 +145,8 @@ class SigstorePolicy:
                 f"certificate identity {', '.join(sans) or '(none)'} with issuer {issuer or '(none)'} matches none "
                 f"of the configured identities ({'; '.join(r.describe() for r in identities)})"
             )
-        if len(sources) > len(times):
-            facts["timestamps"] = [iso(t) for _, t in sources[len(times) :]]
+        if stamps:
+            facts["timestamps"] = [iso(t) for t in stamps]
         return {
             "signer": "keyless",
             "identity": next(s for s in sans if rule.matches([s], issuer)),
@@ -146,16 +156,31 @@ class SigstorePolicy:
             **facts,
         }
 
+    def _authorities(self) -> tuple[tuple[Authority, ...], str]:
+        """The roots a certificate may chain to at a verified signing time, and their name in messages."""
+        if not self.trust.private_cas:
+            return self.trust.fulcio, "Fulcio"
+        if not self.trust.fulcio:
+            return self.trust.private_cas, "private (caRoots)"
+        return self.trust.fulcio + self.trust.private_cas, "Fulcio or private (caRoots)"
+
 
 def parse_policy(node: Node, *, require_tlog_default: bool, keys_name: str = "keys") -> SigstorePolicy:
-    """The shared parameters: ``keys``, ``identities``, trust material and ``requireTlog``."""
+    """The shared parameters: ``keys``, ``identities``, trust material, ``requireTlog``, ``insecureIgnoreSct`` and
+    ``certificateTime``."""
     keys = parse_keys(node, keys_name)
     identities = parse_identities(node)
     trust = parse_trust(node)
     require_tlog = node.flag("require_tlog", require_tlog_default)
     ignore_sct = node.flag("insecure_ignore_sct", False)
-    if identities and not trust.fulcio:
-        node.error("keyless identities need Fulcio roots (fulcioRoots or trustedRoot)", "identities")
+    certificate_time = node.string("certificate_time", "signed", choices=CERTIFICATE_TIMES)
+    if identities and not trust.fulcio and not trust.private_cas:
+        node.error(
+            "keyless identities need Fulcio roots (fulcioRoots or trustedRoot) or private CA roots (caRoots)",
+            "identities",
+        )
+    if certificate_time == "now":
+        _check_certificate_time_now(node, trust, bool(identities))
     if identities and not trust.ctlogs and not ignore_sct:
         node.error(
             "keyless identities need CT log keys (ctLogKeys or a trustedRoot with ctlogs) to verify the "
@@ -165,5 +190,26 @@ def parse_policy(node: Node, *, require_tlog_default: bool, keys_name: str = "ke
     if require_tlog and not trust.rekor:
         node.error("requireTlog needs Rekor public keys (rekorKeys or trustedRoot)", "require_tlog")
     return SigstorePolicy(
-        keys=keys, identities=identities, trust=trust, require_tlog=require_tlog, ignore_sct=ignore_sct
+        keys=keys,
+        identities=identities,
+        trust=trust,
+        require_tlog=require_tlog,
+        ignore_sct=ignore_sct,
+        certificate_time=certificate_time,
     )
+
+
+def _check_certificate_time_now(node: Node, trust: TrustMaterial, has_identities: bool) -> None:
+    """``certificateTime: now`` is for a private PKI's roots only: never with Fulcio roots, whose certificates
+    live minutes and count only at a time a log entry or timestamp proves."""
+    fulcio_keys = [name for name in ("trustedRoot", "fulcioRoots") if node.has(name)]
+    if fulcio_keys:
+        node.error(
+            f"now is only for private-PKI roots (caRoots), never with Fulcio roots ({' and '.join(fulcio_keys)}): "
+            "Fulcio certificates are checked only at a signing time a Rekor entry or RFC 3161 timestamp proves",
+            "certificate_time",
+        )
+    elif not trust.private_cas:
+        node.error("now needs the private PKI's root certificates (caRoots)", "certificate_time")
+    if not has_identities:
+        node.error("now applies to certificates, but no keyless identities are configured", "certificate_time")

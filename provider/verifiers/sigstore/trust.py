@@ -54,6 +54,7 @@ class TrustMaterial:
     ctlogs: Mapping[bytes, LogKey] = field(default_factory=dict)
     tsas: tuple[Authority, ...] = ()
     trusted_root_path: str | None = None
+    private_cas: tuple[Authority, ...] = ()
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -155,8 +156,9 @@ def _log_keys(keys: Sequence[TrustedKey]) -> dict[bytes, LogKey]:
 
 
 def parse_trust(node: Node) -> TrustMaterial:
-    """``trustedRoot`` (a trusted_root.json file) plus ``fulcioRoots``, ``rekorKeys``, ``ctLogKeys`` and
-    ``tsaCertChains`` (PEM text or files); every file is fingerprinted so a change reloads the configuration."""
+    """``trustedRoot`` (a trusted_root.json file) plus ``fulcioRoots``, ``caRoots`` (a private PKI's roots),
+    ``rekorKeys``, ``ctLogKeys`` and ``tsaCertChains`` (PEM text or files); every file is fingerprinted so a change
+    reloads the configuration."""
     base = TrustMaterial()
     root_path = node.string("trusted_root", None)
     resolved: str | None = None
@@ -180,12 +182,17 @@ def parse_trust(node: Node) -> TrustMaterial:
                 out.append((path, data))
         return out
 
-    fulcio = list(base.fulcio)
-    for path, data in pem_items("fulcio_roots"):
-        certs = pem_certificates(data)
-        if not certs:
-            node.problems.add(path, "no PEM certificate found")
-        fulcio.extend(Authority((cert,)) for cert in certs)
+    def roots(name: str) -> list[Authority]:
+        out: list[Authority] = []
+        for path, data in pem_items(name):
+            certs = pem_certificates(data)
+            if not certs:
+                node.problems.add(path, "no PEM certificate found")
+            out.extend(Authority((cert,)) for cert in certs)
+        return out
+
+    fulcio = list(base.fulcio) + roots("fulcio_roots")
+    private_cas = roots("ca_roots")
     tsas = list(base.tsas)
     for path, data in pem_items("tsa_cert_chains"):
         certs = pem_certificates(data)
@@ -197,4 +204,4 @@ def parse_trust(node: Node) -> TrustMaterial:
     rekor.update(_log_keys(parse_keys(node, "rekor_keys")))
     ctlogs = dict(base.ctlogs)
     ctlogs.update(_log_keys(parse_keys(node, "ct_log_keys")))
-    return TrustMaterial(tuple(fulcio), rekor, ctlogs, tuple(tsas), resolved)
+    return TrustMaterial(tuple(fulcio), rekor, ctlogs, tuple(tsas), resolved, tuple(private_cas))
