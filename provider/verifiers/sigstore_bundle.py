@@ -33,7 +33,7 @@ from provider.oci import Descriptor
 from provider.reference import ImageRef
 from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
 from provider.verifiers.sigstore.binding import dsse_binder, message_binder
-from provider.verifiers.sigstore.bundle import material_list, parse_material
+from provider.verifiers.sigstore.bundle import material_list, parse_material, refuse_root_in_chain
 from provider.verifiers.sigstore.common import Rejected, b64decode, get_path, iso
 from provider.verifiers.sigstore.dsse import Statement, pae, parse_envelope, parse_statement
 from provider.verifiers.sigstore.evidence import Evidence
@@ -107,6 +107,7 @@ class BundleChecker:
         material_list(get_path(material, "timestampVerificationData", "rfc3161Timestamps"), "rfc3161Timestamps")
         kinds = {(str(get_path(e, "kindVersion", "kind")), str(get_path(e, "kindVersion", "version"))) for e in entries}
         keyless = "certificate" in material or "x509CertificateChain" in material
+        refuse_root_in_chain(material)
         base = {"bundleMediaType": media_type, "content": "dsse-envelope" if "dsseEnvelope" in doc else "message"}
         if keyless and self.sigstore is not None and entries and kinds <= _SIGSTORE_KINDS:
             outcome = self._with_sigstore(raw, doc, bytes.fromhex(hex_digest), ref)

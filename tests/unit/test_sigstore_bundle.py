@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from provider import mediatypes as mt
@@ -394,3 +395,66 @@ async def test_private_pki_bundle_checked_at_verification_time(tmp_path: Path) -
     assert result.details["verifiedWith"] == "referee"
     refused = await build_verifier(entry).verify(request)
     assert not refused.succeeded and "without a verified signing time" in refused.reason
+
+
+def _as_chain_bundle(raw: bytes, chain_tail: list[dict[str, str]]) -> bytes:
+    """A v0.3 certificate bundle rewritten as the v0.2 form with ``x509CertificateChain`` [leaf, *chain_tail]."""
+    doc = json.loads(raw)
+    leaf = doc["verificationMaterial"].pop("certificate")
+    doc["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.2"
+    doc["verificationMaterial"]["x509CertificateChain"] = {"certificates": [leaf, *chain_tail]}
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
+def test_bundle_whose_chain_includes_the_root_is_rejected(sigstore: bool) -> None:
+    """sigstore-conformance ``test_verify_rejects_root``: the real happy-path bundle, carried as leaf + Fulcio
+    intermediate, verifies; with the public-good root appended it is refused on both paths (sigstore-python
+    itself only logs a warning)."""
+    checker, raw, digest = _case("happy-path-v0.3")
+    if not sigstore:
+        checker = dataclasses.replace(checker, sigstore=None)
+    [*_, fulcio] = json.loads(PUBLIC_GOOD.read_text())["certificateAuthorities"]
+    intermediate, root = fulcio["certChain"]["certificates"]
+    facts = checker.verify(_as_chain_bundle(raw, [intermediate]), digest, REF).facts
+    assert facts["verifiedWith"] == ("sigstore-python" if sigstore else "referee")
+    with pytest.raises(Rejected) as info:
+        checker.verify(_as_chain_bundle(raw, [intermediate, root]), digest, REF)
+    assert info.value.reason == (
+        "bundle certificate chain includes a root certificate at position 2 (CN=sigstore,O=sigstore.dev); "
+        "a bundle must not carry its trust anchor"
+    )
+
+
+@pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
+def test_generated_bundle_with_its_root_in_the_chain_is_rejected(tmp_path: Path, sigstore: bool) -> None:
+    fake, identity, key, cert, checker = _keyless_setup(tmp_path, sigstore)
+    raw = fake.message_bundle(key, bytes.fromhex(SUBJECT[7:]), cert=cert)
+    assert checker.verify(_as_chain_bundle(raw, []), SUBJECT, REF).facts["identity"] == identity["identity"]
+    root = {"rawBytes": base64.b64encode(fake.ca_cert.public_bytes(serialization.Encoding.DER)).decode()}
+    with pytest.raises(Rejected) as info:
+        checker.verify(_as_chain_bundle(raw, [root]), SUBJECT, REF)
+    assert "includes a root certificate at position 1 (CN=test-fulcio,O=referee.test)" in info.value.reason
+
+
+async def test_private_pki_bundle_with_its_root_in_the_chain_is_rejected(tmp_path: Path) -> None:
+    pki = PrivatePKI()
+    (tmp_path / "corp-root.pem").write_bytes(pki.root_pem)
+    verifier = build_verifier(
+        {
+            "name": "bundles",
+            "type": "sigstore-bundle",
+            "caRoots": [str(tmp_path / "corp-root.pem")],
+            "certificateTime": "now",
+            "insecureIgnoreSct": True,
+            "requireTlog": False,
+            "identities": [{"identity": "release@example.com", "issuerRegExp": ".*"}],
+        }
+    )
+    source = MemorySource()
+    bundle = _private_pki_bundle(pki, bytes.fromhex(SUBJECT[7:]), with_root=True)
+    layers = [layer(source, mt.SIGSTORE_BUNDLE_V03, bundle)]
+    request = artifact_request(source, layers, subject_digest=SUBJECT, artifact_type=mt.SIGSTORE_BUNDLE_V03)
+    result = await verifier.verify(request)
+    assert not result.succeeded
+    assert "includes a root certificate at position 2 (CN=Example Corp Root CA)" in result.reason

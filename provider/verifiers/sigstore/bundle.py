@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from provider.verifiers.sigstore.common import Rejected, b64decode, get_path
 from provider.verifiers.sigstore.fulcio import load_certificate
@@ -38,6 +39,32 @@ def _int(value: object, what: str) -> int:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     raise Rejected(f"bundle {what} is not an integer")
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def refuse_root_in_chain(material: dict[str, Any]) -> None:
+    """A chain (``x509CertificateChain``) must not carry a root certificate: the trust anchor comes from the
+    configuration, never from the bundle (protobuf-specs client policy; sigstore-conformance
+    ``test_verify_rejects_root``). sigstore-python only logs a warning, so this runs before either path."""
+    raw_certs = get_path(material, "x509CertificateChain", "certificates")
+    if not isinstance(raw_certs, list):
+        return
+    for index, entry in enumerate(raw_certs[1:], start=1):
+        cert = load_certificate(b64decode(get_path(entry, "rawBytes"), "certificate"), "certificate")
+        if _self_signed(cert):
+            raise Rejected(
+                f"bundle certificate chain includes a root certificate at position {index} "
+                f"({cert.subject.rfc4514_string() or 'empty subject'}); a bundle must not carry its trust anchor"
+            )
 
 
 def parse_material(material: dict[str, Any]) -> Material:
