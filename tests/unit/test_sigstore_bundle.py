@@ -458,3 +458,50 @@ async def test_private_pki_bundle_with_its_root_in_the_chain_is_rejected(tmp_pat
     result = await verifier.verify(request)
     assert not result.succeeded
     assert "includes a root certificate at position 2 (CN=Example Corp Root CA)" in result.reason
+
+
+def _with_checkpoint(raw: bytes, change: Any) -> bytes:
+    doc = json.loads(raw)
+    change(doc["verificationMaterial"]["tlogEntries"][0]["inclusionProof"])
+    return json.dumps(doc).encode()
+
+
+NO_CHECKPOINT = (
+    "Rekor inclusion proof has no checkpoint (inclusionProof.checkpoint.envelope is missing or empty): without the "
+    "log's signed tree head the proof proves nothing"
+)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda p: p.pop("checkpoint"), lambda p: p.update(checkpoint={}), lambda p: p.update(checkpoint={"envelope": ""})],
+    ids=["no-checkpoint", "no-envelope", "empty-envelope"],
+)
+@pytest.mark.parametrize("name", ["managed-key-happy-path", "happy-path-v0.3"])
+def test_inclusion_proof_without_a_checkpoint_says_so(name: str, change: Any) -> None:
+    """Real bundles with the checkpoint taken out of their inclusion proof: the hand-written path names what is
+    missing (it said "Rekor checkpoint is malformed")."""
+    checker, raw, digest = _case(name)
+    with pytest.raises(Rejected) as info:
+        dataclasses.replace(checker, sigstore=None).verify(_with_checkpoint(raw, change), digest, REF)
+    assert info.value.reason == NO_CHECKPOINT
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda note: note.replace("\n\n", "\n"), "no blank line between the note and its signatures"),
+        (lambda note: note.split("\n", 1)[0] + "\n\n", "the note needs an origin, a tree size and a root hash line"),
+        (lambda note: note.replace("\n", "\nmany\n", 1), "tree size 'many' is not a number"),
+    ],
+    ids=["no-signature-block", "short-note", "size"],
+)
+def test_malformed_checkpoint_says_how(change: Any, reason: str) -> None:
+    checker, raw, digest = _case("managed-key-happy-path")
+
+    def damage(proof: dict[str, Any]) -> None:
+        proof["checkpoint"]["envelope"] = change(proof["checkpoint"]["envelope"])
+
+    with pytest.raises(Rejected) as info:
+        checker.verify(_with_checkpoint(raw, damage), digest, REF)
+    assert info.value.reason == f"Rekor checkpoint is malformed: {reason}"

@@ -102,14 +102,25 @@ def _verify_inclusion(entry: TlogEntry, proof: InclusionProof) -> None:
 def _verify_checkpoint(proof: InclusionProof, rekor: Mapping[bytes, LogKey]) -> None:
     """The signed note (``origin\\nsize\\nroot\\n…\\n\\n— name base64(keyhint‖sig)``) must be signed by a
     configured Rekor key and name the proof's tree size and root hash."""
+    if not proof.checkpoint.strip():
+        raise Rejected(
+            "Rekor inclusion proof has no checkpoint (inclusionProof.checkpoint.envelope is missing or empty): "
+            "without the log's signed tree head the proof proves nothing"
+        )
     text, sep, signatures = proof.checkpoint.partition("\n\n")
     lines = text.split("\n")
-    if not sep or len(lines) < 3:
-        raise Rejected("Rekor checkpoint is malformed")
+    if not sep:
+        raise Rejected("Rekor checkpoint is malformed: no blank line between the note and its signatures")
+    if len(lines) < 3:
+        raise Rejected("Rekor checkpoint is malformed: the note needs an origin, a tree size and a root hash line")
     try:
-        size, root = int(lines[1]), base64.b64decode(lines[2], validate=True)
+        size = int(lines[1])
+    except ValueError:
+        raise Rejected(f"Rekor checkpoint is malformed: tree size {lines[1][:32]!r} is not a number") from None
+    try:
+        root = base64.b64decode(lines[2], validate=True)
     except (ValueError, binascii.Error):
-        raise Rejected("Rekor checkpoint is malformed") from None
+        raise Rejected("Rekor checkpoint is malformed: root hash is not base64") from None
     if size != proof.tree_size or root != proof.root_hash:
         raise Rejected("Rekor checkpoint does not match the inclusion proof")
     note = (text + "\n").encode()
