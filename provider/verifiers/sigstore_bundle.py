@@ -109,7 +109,10 @@ class BundleChecker:
         keyless = "certificate" in material or "x509CertificateChain" in material
         refuse_root_in_chain(material)
         base = {"bundleMediaType": media_type, "content": "dsse-envelope" if "dsseEnvelope" in doc else "message"}
-        if keyless and self.sigstore is not None and entries and kinds <= _SIGSTORE_KINDS:
+        # sigstore-python knows only the trusted root's CAs: with private-PKI roots (caRoots) the hand-written path
+        # checks every certificate bundle against all configured roots.
+        private = bool(self.policy.trust.private_cas)
+        if keyless and self.sigstore is not None and entries and kinds <= _SIGSTORE_KINDS and not private:
             outcome = self._with_sigstore(raw, doc, bytes.fromhex(hex_digest), ref)
         else:
             outcome = self._by_hand(doc, bytes.fromhex(hex_digest), ref, now)

@@ -27,6 +27,7 @@ from tests.support.sigstore_sign import (
     artifact_request,
     build_verifier,
     layer,
+    pem_cert,
     pem_public,
     slsa_v1,
     statement,
@@ -505,3 +506,30 @@ def test_malformed_checkpoint_says_how(change: Any, reason: str) -> None:
     with pytest.raises(Rejected) as info:
         checker.verify(_with_checkpoint(raw, damage), digest, REF)
     assert info.value.reason == f"Rekor checkpoint is malformed: {reason}"
+
+
+def test_with_private_roots_beside_a_trusted_root_certificate_bundles_take_the_hand_written_path(
+    tmp_path: Path,
+) -> None:
+    """sigstore-python knows only the trusted root's Fulcio CAs; with caRoots configured too, a bundle signed by
+    the private PKI (logged in Rekor) and one signed through Fulcio both verify, by the hand-written path."""
+    fake, pki = FakeSigstore(), PrivatePKI(now=FakeSigstore().now)
+    (tmp_path / "corp.pem").write_bytes(pki.root_pem + pem_cert(pki.intermediate))
+    checker = build_verifier(
+        {
+            "name": "bundles",
+            "type": "sigstore-bundle",
+            "trustedRoot": str(_fake_root(tmp_path, fake)),
+            "caRoots": [str(tmp_path / "corp.pem")],
+            "insecureIgnoreSct": True,
+            "identities": [{"identity": "release@example.com", "issuerRegExp": ".*"}],
+        }
+    ).params.checker
+    assert checker.sigstore is not None
+    digest = bytes.fromhex(SUBJECT[7:])
+    key, cert = pki.issue("release@example.com")
+    facts = checker.verify(fake.message_bundle(key, digest, cert=cert), SUBJECT, REF).facts
+    assert facts["verifiedWith"] == "referee" and facts["identity"] == "release@example.com"
+    key, cert = fake.issue("release@example.com", "https://issuer.example")
+    facts = checker.verify(fake.message_bundle(key, digest, cert=cert), SUBJECT, REF).facts
+    assert facts["verifiedWith"] == "referee" and facts["issuer"] == "https://issuer.example"
