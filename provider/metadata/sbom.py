@@ -24,7 +24,7 @@ from typing import Any
 from provider.metadata.common import MetadataError, items, mapping, parse_rfc3339, text, unwrap_statement
 from provider.metadata.licenses import LicenseDenyList, LicenseExpression, license_name, parse_license_expression
 from provider.metadata.purl import PackageURL, parse_purl, purl_matches, versions_equal
-from provider.metadata.versions import VersionRange, parse_range
+from provider.metadata.versions import VersionRange, parse_range, same_version
 
 SPDX = "spdx"
 CYCLONEDX = "cyclonedx"
@@ -221,25 +221,33 @@ class PackageRule:
     versions: VersionRange | None = None
 
     def matches(self, package: Package) -> bool:
+        """Versions are compared by the rules of the package's purl type (else the rule's, for a package matched
+        by name), see :mod:`provider.metadata.versions`."""
         candidate = package.parsed_purl
         version = (candidate.version if candidate else None) or package.version
+        scheme = candidate.type if candidate else (self.purl.type if self.purl else None)
         if self.purl is not None:
+            exact = self.purl.version if self.versions is None else None
             if candidate is not None:
                 if not purl_matches(self.purl, candidate, compare_version=False):
                     return False
-                exact = self.purl.version if self.versions is None else None
                 # The candidate's version: its purl's, else the package's own (an SBOM may omit it from the purl).
-                if exact is not None and version is not None and not versions_equal(exact, version):
+                if exact is not None and version is not None and not _same(exact, version, scheme):
                     return False
             else:
-                exact = self.purl.version if self.versions is None else None
-                if package.name.casefold() != self.purl.name.casefold() or exact not in (None, package.version):
+                if package.name.casefold() != self.purl.name.casefold():
+                    return False
+                if exact is not None and (package.version is None or not _same(exact, package.version, scheme)):
                     return False
         else:
             names = {package.name.casefold()} | ({candidate.name.casefold()} if candidate else set())
             if (self.name or "").casefold() not in names:
                 return False
-        return self.versions is None or self.versions.contains(version)
+        return self.versions is None or self.versions.contains(version, scheme)
+
+
+def _same(a: str, b: str, scheme: str | None) -> bool:
+    return versions_equal(a, b) or same_version(a, b, scheme)
 
 
 def parse_package_rule(entry: object) -> PackageRule:
@@ -269,7 +277,7 @@ def parse_package_rule(entry: object) -> PackageRule:
             raise MetadataError(f"invalid package URL {purl_text!r}")
         if versions is not None and not isinstance(versions, str):
             raise MetadataError("versions must be a string such as '>=1.0,<1.4'")
-        version_range = parse_range(versions) if isinstance(versions, str) else None
+        version_range = parse_range(versions, purl.type if purl else None) if isinstance(versions, str) else None
         label = (purl_text or name or "") + (f" {versions}" if versions else "")
         return PackageRule(label, name=name, purl=purl, versions=version_range)
     raise MetadataError("expected a package name, a package URL or a mapping")

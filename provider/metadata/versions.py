@@ -1,6 +1,14 @@
-"""A small, ecosystem-neutral version ordering and the range syntax of package deny-lists.
+"""Version ordering per package ecosystem, and the range syntax of package deny-lists.
 
-Ordering (``compare_versions``), in the spirit of rpm/dpkg ``vercmp`` with semver/PEP 440 pre-releases:
+Versions of a known purl type (:data:`SCHEMES`: ``alpm``, ``apk``, ``cargo``, ``composer``, ``conan``, ``deb``,
+``gem``, ``golang``, ``hex``, ``maven``, ``npm``, ``nuget``, ``pypi``, ``rpm``) are compared with that ecosystem's
+rules by `univers <https://github.com/aboutcode-org/univers>`_ (Go's ``v`` prefix, Maven's qualifiers such as
+``2.0.0-M1`` < ``2.0.0`` and ``1.0.Final`` = ``1.0``, PEP 440, Debian and RPM epochs and tildes, …). Versions of
+any other type, of a package without a purl, or that are not valid for their type's scheme use the generic
+ordering below.
+
+Generic ordering (``compare_versions`` without a known scheme), in the spirit of rpm/dpkg ``vercmp`` with
+semver/PEP 440 pre-releases:
 
 1. An epoch ``N:`` prefix is compared first (absent = 0).
 2. A ``~`` starts a pre-release (Debian): ``1.0~rc1`` < ``1.0``.
@@ -21,10 +29,19 @@ every version. Example: ``>=1.0,<1.2.5 || ==2.0.0``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import Any
+
+from univers.version_range import RANGE_CLASS_BY_SCHEMES
+from univers.versions import InvalidVersion
 
 from provider.metadata.common import MetadataError
+
+SCHEMES = frozenset(
+    {"alpm", "apk", "cargo", "composer", "conan", "deb", "gem", "golang", "hex", "maven", "npm", "nuget", "pypi", "rpm"}
+)
 
 _RUN = re.compile(r"\d+|[a-zA-Z]+")
 _EPOCH = re.compile(r"^(\d+):(.*)$")
@@ -65,8 +82,45 @@ def _is_pre_release(runs: list[str], index: int) -> bool:
     return len(word) > 1 or (index + 1 < len(runs) and runs[index + 1].isdigit())
 
 
-def compare_versions(a: str, b: str) -> int:
-    """-1, 0 or 1 as ``a`` is older than, equal to or newer than ``b`` (see the module docstring)."""
+@functools.lru_cache(maxsize=8192)
+def _scheme_version(scheme: str, text: str) -> Any:
+    """``text`` as a univers version of ``scheme``, or None when it is not valid there."""
+    version_class: Any = RANGE_CLASS_BY_SCHEMES[scheme].version_class
+    try:
+        return version_class(text.strip())
+    except (InvalidVersion, ValueError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def valid_version(text: str, scheme: str | None) -> bool:
+    """Whether ``text`` is a version of ``scheme`` (any non-empty text for an unknown or absent scheme)."""
+    if scheme not in SCHEMES:
+        return bool(text.strip())
+    return _scheme_version(scheme, text) is not None
+
+
+def compare_versions(a: str, b: str, scheme: str | None = None) -> int:
+    """-1, 0 or 1 as ``a`` is older than, equal to or newer than ``b``: by the ecosystem's rules when ``scheme`` (a
+    purl type) is in :data:`SCHEMES` and both are valid there, by the generic ordering otherwise."""
+    if scheme in SCHEMES:
+        va, vb = _scheme_version(scheme, a), _scheme_version(scheme, b)
+        if va is not None and vb is not None:
+            return 1 if va > vb else -1 if va < vb else 0
+    return _generic_compare(a, b)
+
+
+def same_version(a: str, b: str, scheme: str | None) -> bool:
+    """The same version: equal text, or (for a known scheme) equal by the ecosystem's rules, e.g. Go's ``v0.15.0``
+    and ``0.15.0`` or Maven's ``1.0.Final`` and ``1.0``."""
+    if a == b:
+        return True
+    if scheme not in SCHEMES:
+        return False
+    va, vb = _scheme_version(scheme, a), _scheme_version(scheme, b)
+    return va is not None and vb is not None and bool(va == vb)
+
+
+def _generic_compare(a: str, b: str) -> int:
     ma, mb = _EPOCH.match(a.strip()), _EPOCH.match(b.strip())
     ea, ra = (int(ma.group(1)), ma.group(2)) if ma else (0, a.strip())
     eb, rb = (int(mb.group(1)), mb.group(2)) if mb else (0, b.strip())
@@ -78,7 +132,7 @@ def compare_versions(a: str, b: str) -> int:
     if result:
         return result
     if tilde_a and tilde_b:
-        return compare_versions(pre_a, pre_b)
+        return _generic_compare(pre_a, pre_b)
     if tilde_a or tilde_b:
         return -1 if tilde_a else 1
     return 0
@@ -89,8 +143,8 @@ class Constraint:
     op: str
     version: str
 
-    def holds(self, version: str) -> bool:
-        c = compare_versions(version, self.version)
+    def holds(self, version: str, scheme: str | None = None) -> bool:
+        c = compare_versions(version, self.version, scheme)
         return {
             "==": c == 0,
             "!=": c != 0,
@@ -108,18 +162,19 @@ class VersionRange:
     alternatives: tuple[tuple[Constraint, ...], ...]
     text: str
 
-    def contains(self, version: str | None) -> bool:
-        """Whether ``version`` is in the range. An unknown version is in every range except ``!=`` ones: a
-        deny-list must not be escaped by leaving the version out."""
+    def contains(self, version: str | None, scheme: str | None = None) -> bool:
+        """Whether ``version`` (of the ecosystem ``scheme``, a purl type) is in the range. An unknown version is in
+        every range except ``!=`` ones: a deny-list must not be escaped by leaving the version out."""
         if not self.alternatives:
             return True
         if version is None or not version.strip():
             return any(all(c.op != "!=" for c in alt) for alt in self.alternatives)
-        return any(all(c.holds(version) for c in alt) for alt in self.alternatives)
+        return any(all(c.holds(version, scheme) for c in alt) for alt in self.alternatives)
 
 
-def parse_range(text: str) -> VersionRange:
-    """Parse the range syntax described in the module docstring; :class:`MetadataError` when invalid."""
+def parse_range(text: str, scheme: str | None = None) -> VersionRange:
+    """Parse the range syntax described in the module docstring; :class:`MetadataError` when invalid, or when a
+    bound is not a version of ``scheme`` (a known purl type)."""
     stripped = text.strip()
     if stripped in ("", "*"):
         return VersionRange((), stripped or "*")
@@ -131,6 +186,8 @@ def parse_range(text: str) -> VersionRange:
             if not m or not _RUN.search(m.group(2)):
                 raise MetadataError(f"invalid version constraint {part.strip()!r} in {text!r}")
             op = m.group(1) or "=="
+            if not valid_version(m.group(2), scheme):
+                raise MetadataError(f"{m.group(2)!r} in {text!r} is not a valid {scheme} version")
             constraints.append(Constraint("==" if op == "=" else op, m.group(2)))
         alternatives.append(tuple(constraints))
     return VersionRange(tuple(alternatives), stripped)

@@ -3,7 +3,7 @@
 Evidence forms: cosign's legacy ``.att`` tag (DSSE envelope layers with certificate/chain/Rekor bundle
 annotations), ``application/vnd.in-toto+json`` / DSSE referrers (same layers), and Sigstore bundles holding a
 ``dsseEnvelope``. Signatures are checked with the key/keyless/Rekor machinery of
-:mod:`provider.verifiers.sigstore_common` (bundles through :class:`~provider.verifiers.sigstore_bundle.BundleChecker`).
+:mod:`provider.verifiers.sigstore` (bundles through :class:`~provider.verifiers.sigstore_bundle.BundleChecker`).
 A Statement (v0.1 or v1) counts only when one of its subjects' digests equals the image digest. The rules
 (``predicateTypes``, ``provenance`` for SLSA v0.2/v1) are applied to the verified payload only; the verified
 predicate, size-limited, goes into the result details (``predicateType``, ``predicate``, ``builderId`` …) for policy.
@@ -24,16 +24,11 @@ from provider.confignode import Node
 from provider.errors import ArtifactTooLargeError, DigestMismatchError, ManifestInvalidError
 from provider.oci import Descriptor
 from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
+from provider.verifiers.sigstore.binding import dsse_binder
+from provider.verifiers.sigstore.common import Rejected
+from provider.verifiers.sigstore.dsse import Statement, pae, parse_envelope, parse_statement
+from provider.verifiers.sigstore.evidence import evidence_from_annotations
 from provider.verifiers.sigstore_bundle import BundleChecker, fetch_bundles, parse_bundle_checker
-from provider.verifiers.sigstore_common import (
-    Rejected,
-    Statement,
-    dsse_binder,
-    evidence_from_annotations,
-    pae,
-    parse_envelope,
-    parse_statement,
-)
 
 log = structlog.get_logger("referee.attestation")
 
@@ -220,7 +215,7 @@ class AttestationVerifier:
                 failures.append(f"bundle {index}: {data}")
                 continue
             try:
-                outcome = self.params.checker.verify(data, digest, request.subject.ref)
+                outcome = self.params.checker.verify(data, digest, request.subject.ref, request.now)
             except Rejected as exc:
                 failures.append(f"bundle {index}: {exc.reason}")
                 continue
@@ -261,7 +256,7 @@ class AttestationVerifier:
                     bind=dsse_binder(envelope, signature),
                     timestamp_message=blob,
                 )
-                facts = self.params.checker.policy.verify(evidence, request.subject.ref)
+                facts = self.params.checker.policy.verify(evidence, request.subject.ref, request.now)
             except Rejected as exc:
                 failure = failure or exc
                 continue

@@ -8,13 +8,11 @@ be a ``cosign container image signature`` whose ``docker-manifest-digest`` is th
 Keys verify directly. A keyless signature carries its Fulcio certificate (``dev.sigstore.cosign/certificate``,
 ``…/chain``); it counts when the Rekor SET (``dev.sigstore.cosign/bundle``) or an RFC 3161 timestamp proves a
 signing time inside the certificate's validity, the chain reaches a configured Fulcio root at that time and the
-SAN + OIDC issuer match a configured identity. The checks live in :mod:`provider.verifiers.sigstore_common`.
+SAN + OIDC issuer match a configured identity. The checks live in :mod:`provider.verifiers.sigstore`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -26,13 +24,10 @@ from provider.errors import ArtifactTooLargeError, DigestMismatchError, Manifest
 from provider.oci import Descriptor
 from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
 from provider.verifiers.keys import TrustedKey
-from provider.verifiers.sigstore_common import (
-    Rejected,
-    SigstorePolicy,
-    evidence_from_annotations,
-    message_binder,
-    parse_policy,
-)
+from provider.verifiers.sigstore.binding import message_binder
+from provider.verifiers.sigstore.common import Rejected, std_b64decode
+from provider.verifiers.sigstore.evidence import evidence_from_annotations
+from provider.verifiers.sigstore.policy import SigstorePolicy, parse_policy
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_SIGNATURES = 32
@@ -104,9 +99,9 @@ class CosignVerifier:
         if not encoded:
             return "no signature annotation"
         try:
-            signature = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            return "signature annotation is not base64"
+            signature = std_b64decode(encoded, "signature annotation")
+        except Rejected as exc:
+            return exc.reason
         try:
             payload = await request.content.fetch_blob(layer, MAX_PAYLOAD_BYTES)
         except (ArtifactTooLargeError, DigestMismatchError, ManifestInvalidError) as exc:
@@ -119,7 +114,7 @@ class CosignVerifier:
                 bind=message_binder(hashlib.sha256(payload).digest(), signature),
                 timestamp_message=signature,
             )
-            facts = self.params.policy.verify(evidence, request.subject.ref)
+            facts = self.params.policy.verify(evidence, request.subject.ref, request.now)
         except Rejected as exc:
             return exc.reason
         problem, statement = check_simple_signing(payload, request.subject.descriptor.digest)
@@ -129,6 +124,8 @@ class CosignVerifier:
             reason = f"keyless signature by {facts['identity']} ({facts['issuer']}) verified"
             if "integratedTime" in facts:
                 reason += f", logged at {facts['integratedTime']}"
+            elif "certificateCheckedAt" in facts:
+                reason += f", certificate valid at verification time {facts['certificateCheckedAt']}"
         else:
             reason = f"signature verified with key {facts['keyFingerprint'][:19]}"
         return VerifierResult(

@@ -8,7 +8,7 @@ What does which part:
   ``dsse`` 0.0.1: time from the SET or RFC 3161, Fulcio chain at that time, SCT, inclusion promise/proof,
   signature and log-body consistency. The identity policy it is given is ours (:class:`_IdentityPolicy`: SAN
   exact or regex, issuer from extension ``…1.8`` or ``…1.1``; sigstore-python's ``Identity`` reads only ``…1.1``).
-* **Hand-written** (:mod:`provider.verifiers.sigstore_common`): public-key bundles (sigstore-python cannot load
+* **Hand-written** (:mod:`provider.verifiers.sigstore`): public-key bundles (sigstore-python cannot load
   them), ``intoto`` 0.0.1/0.0.2 log entries (sigstore-python refuses their integrated time), certificate bundles
   when only PEM trust material is configured, and the binding to the image in every case: a message signature
   must sign the image manifest (``messageDigest`` = the image digest), a DSSE statement must name the image digest
@@ -32,26 +32,13 @@ from provider.errors import ArtifactTooLargeError, DigestMismatchError, Manifest
 from provider.oci import Descriptor
 from provider.reference import ImageRef
 from provider.verifiers.base import VerificationRequest, VerifierResult, VerifierSpec, verifier_types
-from provider.verifiers.sigstore_common import (
-    Evidence,
-    IdentityRule,
-    InclusionProof,
-    Rejected,
-    SigstorePolicy,
-    Statement,
-    TlogEntry,
-    b64decode,
-    certificate_identity,
-    dsse_binder,
-    get_path,
-    iso,
-    load_certificate,
-    message_binder,
-    pae,
-    parse_envelope,
-    parse_policy,
-    parse_statement,
-)
+from provider.verifiers.sigstore.binding import dsse_binder, message_binder
+from provider.verifiers.sigstore.bundle import material_list, parse_material, refuse_root_in_chain
+from provider.verifiers.sigstore.common import Rejected, b64decode, get_path, iso
+from provider.verifiers.sigstore.dsse import Statement, pae, parse_envelope, parse_statement
+from provider.verifiers.sigstore.evidence import Evidence
+from provider.verifiers.sigstore.fulcio import IdentityRule, certificate_identity
+from provider.verifiers.sigstore.policy import SigstorePolicy, parse_policy
 
 if TYPE_CHECKING:
     from sigstore.verify import Verifier as SigstoreVerifier
@@ -98,8 +85,9 @@ class BundleChecker:
     policy: SigstorePolicy
     sigstore: SigstoreVerifier | None = None
 
-    def verify(self, raw: bytes, digest: str, ref: ImageRef) -> BundleOutcome:
-        """Raise :class:`Rejected` with the reason unless the bundle verifies and binds ``digest``."""
+    def verify(self, raw: bytes, digest: str, ref: ImageRef, now: datetime | None = None) -> BundleOutcome:
+        """Raise :class:`Rejected` with the reason unless the bundle verifies and binds ``digest``; ``now`` is the
+        verification time (used only under ``certificateTime: now``)."""
         algorithm, _, hex_digest = digest.partition(":")
         if algorithm != "sha256" or len(hex_digest) != 64:
             raise Rejected(f"only sha256 image digests can be bound to a Sigstore bundle, not {algorithm}")
@@ -115,15 +103,19 @@ class BundleChecker:
         if ("dsseEnvelope" in doc) == ("messageSignature" in doc):
             raise Rejected("bundle must hold exactly one of dsseEnvelope or messageSignature")
         material = doc["verificationMaterial"]
-        entries = _list(material.get("tlogEntries"), "tlogEntries")
-        _list(get_path(material, "timestampVerificationData", "rfc3161Timestamps"), "rfc3161Timestamps")
+        entries = material_list(material.get("tlogEntries"), "tlogEntries")
+        material_list(get_path(material, "timestampVerificationData", "rfc3161Timestamps"), "rfc3161Timestamps")
         kinds = {(str(get_path(e, "kindVersion", "kind")), str(get_path(e, "kindVersion", "version"))) for e in entries}
         keyless = "certificate" in material or "x509CertificateChain" in material
+        refuse_root_in_chain(material)
         base = {"bundleMediaType": media_type, "content": "dsse-envelope" if "dsseEnvelope" in doc else "message"}
-        if keyless and self.sigstore is not None and entries and kinds <= _SIGSTORE_KINDS:
+        # sigstore-python knows only the trusted root's CAs: with private-PKI roots (caRoots) the hand-written path
+        # checks every certificate bundle against all configured roots.
+        private = bool(self.policy.trust.private_cas)
+        if keyless and self.sigstore is not None and entries and kinds <= _SIGSTORE_KINDS and not private:
             outcome = self._with_sigstore(raw, doc, bytes.fromhex(hex_digest), ref)
         else:
-            outcome = self._by_hand(doc, bytes.fromhex(hex_digest), ref)
+            outcome = self._by_hand(doc, bytes.fromhex(hex_digest), ref, now)
         if outcome.statement is not None and not outcome.statement.names_digest(digest):
             raise Rejected(
                 f"statement subjects ({', '.join(outcome.statement.subject_digests()) or 'none'}) do not include "
@@ -176,37 +168,18 @@ class BundleChecker:
 
     # -- by hand -------------------------------------------------------------------------------------------------
 
-    def _by_hand(self, doc: dict[str, Any], digest: bytes, ref: ImageRef) -> BundleOutcome:
-        material = doc["verificationMaterial"]
-        cert: x509.Certificate | None = None
-        chain: tuple[x509.Certificate, ...] = ()
-        if "certificate" in material:
-            cert = load_certificate(
-                b64decode(get_path(material, "certificate", "rawBytes"), "certificate"), "certificate"
-            )
-        elif "x509CertificateChain" in material:
-            raw_certs = get_path(material, "x509CertificateChain", "certificates")
-            if not isinstance(raw_certs, list) or not raw_certs:
-                raise Rejected("bundle certificate chain is empty")
-            certs = [
-                load_certificate(b64decode(get_path(c, "rawBytes"), "certificate"), "certificate") for c in raw_certs
-            ]
-            cert, chain = certs[0], tuple(certs[1:])
-        elif "publicKey" not in material:
-            raise Rejected("bundle has neither a certificate nor a public key")
-        tlog = tuple(_tlog_entry(e) for e in _list(material.get("tlogEntries"), "tlogEntries")[:16])
-        stamps = _list(get_path(material, "timestampVerificationData", "rfc3161Timestamps"), "rfc3161Timestamps")
-        timestamps = tuple(b64decode(get_path(s, "signedTimestamp"), "RFC 3161 timestamp") for s in stamps[:16])
+    def _by_hand(self, doc: dict[str, Any], digest: bytes, ref: ImageRef, now: datetime | None) -> BundleOutcome:
+        material = parse_material(doc["verificationMaterial"])
 
         def evidence(signature: bytes, signed: bytes, prehashed: bool, bind: Any) -> Evidence:
             return Evidence(
                 signature=signature,
                 signed=signed,
                 bind=bind,
-                certificate=cert,
-                chain=chain,
-                tlog=tlog,
-                timestamps=timestamps,
+                certificate=material.certificate,
+                chain=material.chain,
+                tlog=material.tlog,
+                timestamps=material.timestamps,
                 timestamp_message=signature,
                 prehashed=prehashed,
             )
@@ -224,6 +197,7 @@ class BundleChecker:
             facts = self.policy.verify(
                 evidence(signature, digest, True, message_binder(digest, signature)),
                 ref,
+                now,
             )
             return BundleOutcome({**facts, "verifiedWith": "referee"})
         envelope = parse_envelope(doc["dsseEnvelope"])
@@ -238,6 +212,7 @@ class BundleChecker:
                         dsse_binder(envelope, signature),
                     ),
                     ref,
+                    now,
                 )
             except Rejected as exc:
                 failure = failure or exc
@@ -246,51 +221,6 @@ class BundleChecker:
             return BundleOutcome({**facts, "verifiedWith": "referee"}, statement)
         assert failure is not None
         raise failure
-
-
-def _list(value: object, what: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise Rejected(f"bundle {what} is not a list")
-    return value
-
-
-def _int(value: object, what: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    raise Rejected(f"bundle {what} is not an integer")
-
-
-def _tlog_entry(entry: object) -> TlogEntry:
-    """A protobuf-specs ``TransparencyLogEntry`` (JSON form: int64 as strings, bytes as base64)."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("canonicalizedBody"), str):
-        raise Rejected("bundle transparency-log entry has no canonicalizedBody")
-    promise = get_path(entry, "inclusionPromise", "signedEntryTimestamp")
-    proof_doc = entry.get("inclusionProof")
-    proof: InclusionProof | None = None
-    if isinstance(proof_doc, dict):
-        hashes = proof_doc.get("hashes") or []
-        if not isinstance(hashes, list):
-            raise Rejected("bundle inclusion proof is malformed")
-        checkpoint = get_path(proof_doc, "checkpoint", "envelope")
-        proof = InclusionProof(
-            log_index=_int(proof_doc.get("logIndex"), "inclusion proof logIndex"),
-            tree_size=_int(proof_doc.get("treeSize"), "inclusion proof treeSize"),
-            root_hash=b64decode(proof_doc.get("rootHash"), "inclusion proof rootHash"),
-            hashes=tuple(b64decode(h, "inclusion proof hash") for h in hashes[:64]),
-            checkpoint=checkpoint if isinstance(checkpoint, str) else "",
-        )
-    return TlogEntry(
-        body_b64=entry["canonicalizedBody"],
-        integrated_time=_int(entry.get("integratedTime", 0), "integratedTime"),
-        log_index=_int(entry.get("logIndex"), "logIndex"),
-        log_id=b64decode(get_path(entry, "logId", "keyId"), "logId"),
-        signed_entry_timestamp=None if promise is None else b64decode(promise, "signedEntryTimestamp"),
-        inclusion_proof=proof,
-    )
 
 
 def sigstore_verifier(trusted_root_path: str | None, node: Node) -> SigstoreVerifier | None:
@@ -348,7 +278,7 @@ class SigstoreBundleVerifier:
                 failures.append(f"bundle {index}: {data}")
                 continue
             try:
-                outcome = self.params.checker.verify(data, digest, request.subject.ref)
+                outcome = self.params.checker.verify(data, digest, request.subject.ref, request.now)
                 wanted = self.params.predicate_types
                 if outcome.statement is not None and wanted and outcome.statement.predicate_type not in wanted:
                     raise Rejected(f"predicate type {outcome.statement.predicate_type} is not one of the accepted")

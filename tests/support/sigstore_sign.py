@@ -440,6 +440,85 @@ class FakeSigstore:
         return json.dumps({"mediaType": BUNDLE_V03, "verificationMaterial": material, key_name: content}).encode()
 
 
+def _ca_certificate(
+    subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey, start: dt.datetime, end: dt.datetime,
+) -> x509.Certificate:  # fmt: skip
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject if issuer is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None if issuer is None else 0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+@dataclass
+class PrivatePKI:
+    """A company PKI as cosign's "bring your own PKI" uses it: root → intermediate → long-lived code-signing leaves,
+    no SCT, no Fulcio; the OIDC issuer extension only when asked for."""
+
+    now: dt.datetime = field(default_factory=lambda: dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
+    root_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP384R1()))
+    intermediate_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP384R1())
+    )
+
+    def __post_init__(self) -> None:
+        start, end = self.now - dt.timedelta(days=3650), self.now + dt.timedelta(days=3650)
+        root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example Corp Root CA")])
+        self.root = _ca_certificate(root_name, self.root_key, None, self.root_key, start, end)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example Corp Code Signing CA")])
+        self.intermediate = _ca_certificate(name, self.intermediate_key, self.root, self.root_key, start, end)
+
+    @property
+    def root_pem(self) -> bytes:
+        return pem_cert(self.root)
+
+    @property
+    def chain_pem(self) -> bytes:
+        """What cosign's ``dev.sigstore.cosign/chain`` annotation holds: intermediates, then the root."""
+        return pem_cert(self.intermediate) + pem_cert(self.root)
+
+    def issue(
+        self, identity: str, *, issuer: str | None = None, not_before: dt.datetime | None = None,
+        lifetime: dt.timedelta = dt.timedelta(days=365),
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:  # fmt: skip
+        key = ec.generate_private_key(ec.SECP256R1())
+        start = not_before or (self.now - dt.timedelta(days=30))
+        san: x509.GeneralName = (
+            x509.RFC822Name(identity) if "://" not in identity else x509.UniformResourceIdentifier(identity)
+        )
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
+            .issuer_name(self.intermediate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + lifetime)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.intermediate_key.public_key()), critical=False
+            )
+        )
+        if issuer is not None:
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(OID_ISSUER_V2, _utf8_der(issuer)), critical=False
+            )
+        return key, builder.sign(self.intermediate_key, hashes.SHA256())
+
+
 class MemorySource:
     """A ``ContentSource`` over blobs held in memory, digest-checked and size-limited like a real store."""
 

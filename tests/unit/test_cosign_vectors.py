@@ -412,6 +412,53 @@ async def test_non_base64_signature() -> None:
     assert "base64" in result.reason
 
 
+def _wrapped(text: str, width: int, newline: str) -> str:
+    return newline.join(text[i : i + width] for i in range(0, len(text), width)) + newline
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        _wrapped(_layer_descriptor("key-valid")["annotations"][SIGNATURE_ANNOTATION], 64, "\n"),
+        _wrapped(_layer_descriptor("key-valid")["annotations"][SIGNATURE_ANNOTATION], 76, "\r\n"),
+        "\n".join(_layer_descriptor("key-valid")["annotations"][SIGNATURE_ANNOTATION]),
+    ],
+    ids=["lf-64", "crlf-76", "lf-everywhere"],
+)
+async def test_signature_annotation_wrapped_with_newlines_verifies(annotation: str) -> None:
+    """cosign and containers/image decode the annotation with Go's ``base64.StdEncoding``, which ignores ``\r``
+    and ``\n``: the real key-valid signature, line-wrapped as some signers write it, verifies."""
+    descriptor = _layer_descriptor("key-valid")
+    descriptor["annotations"][SIGNATURE_ANNOTATION] = annotation
+    source = BlobSource()
+    source.add(_read("key-valid", "payload.json"))
+    result = await _verifier(COSIGN_PUB).verify(_request([descriptor], source, _subject_digest("key-valid")))
+    assert result.succeeded, result.reason
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: s[:40] + " " + s[40:],  # Go does not ignore spaces or tabs
+        lambda s: s[:40] + "\t" + s[40:],
+        lambda s: s.replace("/", "_").replace("+", "-"),  # nor the URL-safe alphabet
+        lambda s: s + "=",  # nor excess padding
+        lambda s: s[:-2],  # nor missing padding
+    ],
+    ids=["space", "tab", "url-safe", "excess-padding", "unpadded"],
+)
+async def test_signature_annotation_accepts_nothing_go_refuses(damage: Any) -> None:
+    descriptor = _layer_descriptor("key-valid")
+    signature = descriptor["annotations"][SIGNATURE_ANNOTATION]
+    assert "/" in signature and len(signature) % 4 == 0 and not signature.endswith("=")
+    descriptor["annotations"][SIGNATURE_ANNOTATION] = damage(signature)
+    source = BlobSource()
+    source.add(_read("key-valid", "payload.json"))
+    result = await _verifier(COSIGN_PUB).verify(_request([descriptor], source, _subject_digest("key-valid")))
+    assert not result.succeeded
+    assert "signature annotation is not base64" in result.reason
+
+
 async def test_wrong_critical_type() -> None:
     verifier = _verifier_from_keys([_public_pem("p256")])
     payload = _payload(SUBJECT, type_="atomic container signature")

@@ -294,3 +294,103 @@ def test_free_text_names_match_deny_entries_as_written() -> None:
     assert deny.judge(license_name("gpl-2.0  with classpath-exception-2.0"))[0] is True
     assert deny.judge(license_name("GPLV3+"))[0] is True
     assert deny.judge(license_name("GPLv3"))[0] is False
+
+
+# -- versions per ecosystem (univers) ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "older", "newer"),
+    [
+        ("golang", "v0.10.0", "v0.15.0"),
+        ("golang", "0.10.0", "v0.15.0"),  # a bound written without Go's "v"
+        ("golang", "v0.15.0", "0.17.0"),
+        ("golang", "0.1.0", "v0.15.0"),
+        ("golang", "v0.0.0-20210101000000-abcdef123456", "v0.0.1"),  # a pseudo-version
+        ("golang", "v2.0.0-rc.1", "v2.0.0"),
+        ("maven", "2.0.0-M1", "2.0.0"),
+        ("maven", "2.0.0-alpha-1", "2.0.0-M1"),
+        ("maven", "1.0-SNAPSHOT", "1.0"),
+        ("maven", "1.0", "1.0-sp1"),
+        ("maven", "2.14.1", "2.17.0"),
+        ("pypi", "1.0a1", "1.0"),
+        ("pypi", "1.0", "1.0.post1"),
+        ("pypi", "2.0", "1!0.1"),
+        ("npm", "1.2.3-beta.1", "1.2.3"),
+        ("deb", "1.0~rc1", "1.0"),
+        ("deb", "2.0-1", "1:1.0-1"),
+        ("rpm", "1.0.2k-16.el7", "1:1.0.2k-16.el7"),
+        ("apk", "1.36.1-r2", "1.36.1-r10"),
+        ("gem", "1.0.0.pre", "1.0.0"),
+        ("nuget", "1.0.0-beta", "1.0.0"),
+        ("cargo", "1.0.0-alpha", "1.0.0"),
+    ],
+)
+def test_version_order_per_ecosystem(scheme: str, older: str, newer: str) -> None:
+    assert compare_versions(older, newer, scheme) == -1
+    assert compare_versions(newer, older, scheme) == 1
+
+
+@pytest.mark.parametrize(
+    ("scheme", "a", "b"),
+    [
+        ("maven", "1.0.Final", "1.0"),
+        ("maven", "1.0", "1.0.0"),
+        ("golang", "v0.15.0", "0.15.0"),
+        ("pypi", "1.0", "1.0.0"),
+    ],
+)
+def test_version_equality_per_ecosystem(scheme: str, a: str, b: str) -> None:
+    assert compare_versions(a, b, scheme) == 0
+
+
+def test_unknown_types_and_invalid_versions_keep_the_generic_order() -> None:
+    for scheme in (None, "generic", "github", "oci", "no-such-type"):
+        assert compare_versions("v0.15.0", "0.10.0", scheme) == -1  # letters before digits, as before
+        assert compare_versions("2.0.0-M1", "2.0.0", scheme) == 1
+    # not a Go module version: the generic order decides, as it did before
+    assert compare_versions("go1.21.0", "1.0", "golang") == compare_versions("go1.21.0", "1.0") == -1
+
+
+def _bom(*purls: str) -> Any:
+    """A CycloneDX document with one component per purl, named by its module path (as Syft and Trivy write it)."""
+    components = []
+    for purl in purls:
+        parsed = parse_purl(purl)
+        assert parsed is not None and parsed.version is not None
+        name = f"{parsed.namespace}/{parsed.name}" if parsed.type == "golang" else parsed.name
+        components.append({"type": "library", "name": name, "version": parsed.version, "purl": purl})
+    return parse_sbom({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": components})
+
+
+def test_go_and_maven_deny_rules_compare_by_ecosystem() -> None:
+    """The cases of issue #19 item 14: a Go module version with its "v" is inside >=0.10.0,<0.17.0 and not below
+    0.1.0; Maven's milestone 2.0.0-M1 is before 2.0.0 and 1.0.Final is 1.0."""
+    doc = _bom(
+        "pkg:golang/golang.org/x/net@v0.15.0",
+        "pkg:maven/org.example/lib@2.0.0-M1",
+        "pkg:maven/org.example/final@1.0.Final",
+    )
+
+    def denied(*entries: object) -> list[str]:
+        return [f"{f.package}@{f.version}" for f in evaluate_sbom(doc, SbomPolicy.of([], entries)).findings]
+
+    net = ["golang.org/x/net@v0.15.0"]
+    assert denied({"purl": "pkg:golang/golang.org/x/net", "versions": ">=0.10.0,<0.17.0"}) == net
+    assert denied({"purl": "pkg:golang/golang.org/x/net", "versions": "<0.1.0"}) == []
+    assert denied("golang.org/x/net@>=v0.10.0,<v0.17.0") == net  # a name rule compares by the package's purl type
+    assert denied("pkg:golang/golang.org/x/net@0.15.0") == net  # an exact purl version, equal as Go reads it
+    assert denied({"purl": "pkg:maven/org.example/lib", "versions": "<2.0.0"}) == ["lib@2.0.0-M1"]
+    assert denied({"purl": "pkg:maven/org.example/lib", "versions": ">=2.0.0"}) == []
+    assert denied({"purl": "pkg:maven/org.example/final", "versions": ">1.0"}) == []
+    assert denied({"purl": "pkg:maven/org.example/final", "versions": "<=1.0"}) == ["final@1.0.Final"]
+    assert denied("pkg:maven/org.example/final@1.0") == ["final@1.0.Final"]
+
+
+def test_a_range_bound_that_is_not_a_version_of_the_purl_type_is_refused() -> None:
+    with pytest.raises(MetadataError, match=r"'go1\.21' in '>=go1\.21' is not a valid golang version"):
+        parse_package_rule({"purl": "pkg:golang/golang.org/x/net", "versions": ">=go1.21"})
+    with pytest.raises(MetadataError, match="is not a valid pypi version"):
+        parse_package_rule({"purl": "pkg:pypi/django", "versions": "<not-a-version"})
+    assert parse_package_rule("net@>=go1.21").versions is not None  # name rules: any ecosystem, generic bounds
+    assert parse_package_rule({"purl": "pkg:generic/tool", "versions": ">=build-7"}).versions is not None

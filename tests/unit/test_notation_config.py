@@ -20,6 +20,8 @@ from tests.support.content import make_artifact_manifest, sha256_digest
 from tests.support.referee import write_config
 from tests.unit.notation_helpers import NOW, VECTORS, config_problems, params, policy
 
+E2E_ROOT = VECTORS / "truststore" / "x509" / "ca" / "e2e" / "e2e.crt"
+
 
 def test_trust_stores_from_files_directories_and_inline_pem(tmp_path: Path) -> None:
     pki = ns.TestPki.create("cfg")
@@ -67,6 +69,52 @@ def test_configuration_problems_have_paths(tmp_path: Path) -> None:
         "verifiers[0].trustPolicy.trustPolicies[0].trustedIdentities[0]" in text and "must contain C, ST and O" in text
     )
     assert "verifiers[0].revocation.allow: online revocation needs the hosts" in text
+
+
+@pytest.mark.parametrize(
+    ("identities", "stores", "root_cause"),
+    [
+        (
+            ["x509.subject: C=US, O=NoState"],
+            ["ca:x"],
+            "verifiers[0].trustPolicy.trustPolicies[0].trustedIdentities[0]: distinguished name ' C=US, O=NoState' "
+            "must contain C, ST and O; missing ST",
+        ),
+        (
+            ["CN=forgot-the-prefix"],
+            ["ca:x"],
+            "verifiers[0].trustPolicy.trustPolicies[0].trustedIdentities[0]: expected '*' or 'x509.subject: <DN>', "
+            "got 'CN=forgot-the-prefix'",
+        ),
+        (
+            ["*"],
+            ["ca-typo:x"],
+            "verifiers[0].trustPolicy.trustPolicies[0].trustStores[0]: expected <ca|signingAuthority|tsa>:<store "
+            "name>, got 'ca-typo:x'",
+        ),
+    ],
+    ids=["identity-dn", "identity-prefix", "store-type"],
+)
+def test_a_trust_policy_entry_error_is_reported_once_as_its_root_cause(
+    identities: list[str], stores: list[str], root_cause: str
+) -> None:
+    """A malformed identity (or store) is the only problem reported for it: no follow-on "at least one trusted
+    identity is required" for a policy that does list one."""
+    doc = policy(stores, identities)
+    store_name = stores[0].partition(":")[2]
+    problems = config_problems({"trustPolicy": doc, "trustStores": {"ca": {store_name: [str(E2E_ROOT)]}}})
+    assert problems == [root_cause]
+
+
+def test_a_policy_without_identities_or_stores_still_says_so() -> None:
+    doc = policy(["ca:x"])
+    doc["trustPolicies"][0]["trustedIdentities"] = []
+    doc["trustPolicies"][0]["trustStores"] = []
+    assert config_problems({"trustPolicy": doc}) == [
+        "verifiers[0].trustPolicy.trustPolicies[0].trustStores: at least one trust store is required",
+        "verifiers[0].trustPolicy.trustPolicies[0].trustedIdentities: at least one trusted identity (or '*') is "
+        "required",
+    ]
 
 
 def test_trust_policy_is_required_once() -> None:

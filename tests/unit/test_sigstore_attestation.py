@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from provider import mediatypes as mt
 from provider.verifiers.attestation import provenance_facts
 from provider.verifiers.keys import load_public_key
-from provider.verifiers.sigstore_common import Rejected, pae, parse_envelope, parse_statement, verify_signature
+from provider.verifiers.sigstore.common import Rejected
+from provider.verifiers.sigstore.dsse import pae, parse_envelope, parse_statement
+from provider.verifiers.sigstore.signatures import verify_signature
 from tests.support.paths import VECTORS as SHARED_VECTORS
 from tests.support.sigstore_sign import (
     FakeSigstore,

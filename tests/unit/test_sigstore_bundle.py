@@ -11,20 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from provider import mediatypes as mt
 from provider.errors import ConfigError
 from provider.reference import parse_reference
+from provider.verifiers.sigstore.common import Rejected
 from provider.verifiers.sigstore_bundle import BundleChecker
-from provider.verifiers.sigstore_common import Rejected
 from tests.support.paths import VECTORS as SHARED_VECTORS
 from tests.support.sigstore_sign import (
     FakeSigstore,
     MemorySource,
+    PrivatePKI,
     artifact_request,
     build_verifier,
     layer,
+    pem_cert,
     pem_public,
     slsa_v1,
     statement,
@@ -332,7 +335,7 @@ def test_unsupported_media_type_and_sha512_subject() -> None:
 def test_a_trust_root_with_a_malformed_validity_is_refused(damage: str) -> None:
     """A missing or unreadable bound must not become 'valid forever' (sigstore-conformance
     trust-root-*-missing-validity-start_fail)."""
-    from provider.verifiers.sigstore_common import parse_trusted_root
+    from provider.verifiers.sigstore.trust import parse_trusted_root
 
     root = json.loads((VECTORS / "trusted_root.public-good.json").read_text())
     validity = root["tlogs"][0]["publicKey"]["validFor"]
@@ -344,3 +347,189 @@ def test_a_trust_root_with_a_malformed_validity_is_refused(damage: str) -> None:
         validity["end"] = "tomorrow"
     with pytest.raises(ValueError, match=r"tlogs\[0\]: validFor\.(start|end)"):
         parse_trusted_root(json.dumps(root).encode())
+
+
+def _private_pki_bundle(pki: PrivatePKI, digest: bytes, *, with_root: bool = False) -> bytes:
+    """A message-signature bundle by a private-PKI leaf: certificate chain (leaf, intermediate[, root]), no
+    transparency-log entry, no timestamp."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    key, cert = pki.issue("release@example.com")
+    signature = key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    chain = [cert, pki.intermediate, *([pki.root] if with_root else [])]
+    material = {
+        "x509CertificateChain": {
+            "certificates": [
+                {"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()} for c in chain
+            ]
+        },
+        "tlogEntries": [],
+    }
+    content = {
+        "messageDigest": {"algorithm": "SHA2_256", "digest": base64.b64encode(digest).decode()},
+        "signature": base64.b64encode(signature).decode(),
+    }
+    return json.dumps(
+        {"mediaType": mt.SIGSTORE_BUNDLE_V03, "verificationMaterial": material, "messageSignature": content}
+    ).encode()
+
+
+async def test_private_pki_bundle_checked_at_verification_time(tmp_path: Path) -> None:
+    """``certificateTime: now`` reaches the sigstore-bundle verifier too (the request's time, hand-written path)."""
+    pki = PrivatePKI()
+    (tmp_path / "corp-root.pem").write_bytes(pki.root_pem)
+    entry = {
+        "name": "bundles",
+        "type": "sigstore-bundle",
+        "caRoots": [str(tmp_path / "corp-root.pem")],
+        "insecureIgnoreSct": True,
+        "requireTlog": False,
+        "identities": [{"identity": "release@example.com", "issuerRegExp": ".*"}],
+    }
+    source = MemorySource()
+    layers = [layer(source, mt.SIGSTORE_BUNDLE_V03, _private_pki_bundle(pki, bytes.fromhex(SUBJECT[7:])))]
+    request = artifact_request(source, layers, subject_digest=SUBJECT, artifact_type=mt.SIGSTORE_BUNDLE_V03)
+    result = await build_verifier({**entry, "certificateTime": "now"}).verify(request)
+    assert result.succeeded, result.reason
+    assert result.details["certificateCheckedAt"] == "2026-11-01T00:00:00Z"
+    assert result.details["verifiedWith"] == "referee"
+    refused = await build_verifier(entry).verify(request)
+    assert not refused.succeeded and "without a verified signing time" in refused.reason
+
+
+def _as_chain_bundle(raw: bytes, chain_tail: list[dict[str, str]]) -> bytes:
+    """A v0.3 certificate bundle rewritten as the v0.2 form with ``x509CertificateChain`` [leaf, *chain_tail]."""
+    doc = json.loads(raw)
+    leaf = doc["verificationMaterial"].pop("certificate")
+    doc["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.2"
+    doc["verificationMaterial"]["x509CertificateChain"] = {"certificates": [leaf, *chain_tail]}
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
+def test_bundle_whose_chain_includes_the_root_is_rejected(sigstore: bool) -> None:
+    """sigstore-conformance ``test_verify_rejects_root``: the real happy-path bundle, carried as leaf + Fulcio
+    intermediate, verifies; with the public-good root appended it is refused on both paths (sigstore-python
+    itself only logs a warning)."""
+    checker, raw, digest = _case("happy-path-v0.3")
+    if not sigstore:
+        checker = dataclasses.replace(checker, sigstore=None)
+    [*_, fulcio] = json.loads(PUBLIC_GOOD.read_text())["certificateAuthorities"]
+    intermediate, root = fulcio["certChain"]["certificates"]
+    facts = checker.verify(_as_chain_bundle(raw, [intermediate]), digest, REF).facts
+    assert facts["verifiedWith"] == ("sigstore-python" if sigstore else "referee")
+    with pytest.raises(Rejected) as info:
+        checker.verify(_as_chain_bundle(raw, [intermediate, root]), digest, REF)
+    assert info.value.reason == (
+        "bundle certificate chain includes a root certificate at position 2 (CN=sigstore,O=sigstore.dev); "
+        "a bundle must not carry its trust anchor"
+    )
+
+
+@pytest.mark.parametrize("sigstore", [True, False], ids=["sigstore-python", "hand-written"])
+def test_generated_bundle_with_its_root_in_the_chain_is_rejected(tmp_path: Path, sigstore: bool) -> None:
+    fake, identity, key, cert, checker = _keyless_setup(tmp_path, sigstore)
+    raw = fake.message_bundle(key, bytes.fromhex(SUBJECT[7:]), cert=cert)
+    assert checker.verify(_as_chain_bundle(raw, []), SUBJECT, REF).facts["identity"] == identity["identity"]
+    root = {"rawBytes": base64.b64encode(fake.ca_cert.public_bytes(serialization.Encoding.DER)).decode()}
+    with pytest.raises(Rejected) as info:
+        checker.verify(_as_chain_bundle(raw, [root]), SUBJECT, REF)
+    assert "includes a root certificate at position 1 (CN=test-fulcio,O=referee.test)" in info.value.reason
+
+
+async def test_private_pki_bundle_with_its_root_in_the_chain_is_rejected(tmp_path: Path) -> None:
+    pki = PrivatePKI()
+    (tmp_path / "corp-root.pem").write_bytes(pki.root_pem)
+    verifier = build_verifier(
+        {
+            "name": "bundles",
+            "type": "sigstore-bundle",
+            "caRoots": [str(tmp_path / "corp-root.pem")],
+            "certificateTime": "now",
+            "insecureIgnoreSct": True,
+            "requireTlog": False,
+            "identities": [{"identity": "release@example.com", "issuerRegExp": ".*"}],
+        }
+    )
+    source = MemorySource()
+    bundle = _private_pki_bundle(pki, bytes.fromhex(SUBJECT[7:]), with_root=True)
+    layers = [layer(source, mt.SIGSTORE_BUNDLE_V03, bundle)]
+    request = artifact_request(source, layers, subject_digest=SUBJECT, artifact_type=mt.SIGSTORE_BUNDLE_V03)
+    result = await verifier.verify(request)
+    assert not result.succeeded
+    assert "includes a root certificate at position 2 (CN=Example Corp Root CA)" in result.reason
+
+
+def _with_checkpoint(raw: bytes, change: Any) -> bytes:
+    doc = json.loads(raw)
+    change(doc["verificationMaterial"]["tlogEntries"][0]["inclusionProof"])
+    return json.dumps(doc).encode()
+
+
+NO_CHECKPOINT = (
+    "Rekor inclusion proof has no checkpoint (inclusionProof.checkpoint.envelope is missing or empty): without the "
+    "log's signed tree head the proof proves nothing"
+)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda p: p.pop("checkpoint"), lambda p: p.update(checkpoint={}), lambda p: p.update(checkpoint={"envelope": ""})],
+    ids=["no-checkpoint", "no-envelope", "empty-envelope"],
+)
+@pytest.mark.parametrize("name", ["managed-key-happy-path", "happy-path-v0.3"])
+def test_inclusion_proof_without_a_checkpoint_says_so(name: str, change: Any) -> None:
+    """Real bundles with the checkpoint taken out of their inclusion proof: the hand-written path names what is
+    missing (it said "Rekor checkpoint is malformed")."""
+    checker, raw, digest = _case(name)
+    with pytest.raises(Rejected) as info:
+        dataclasses.replace(checker, sigstore=None).verify(_with_checkpoint(raw, change), digest, REF)
+    assert info.value.reason == NO_CHECKPOINT
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda note: note.replace("\n\n", "\n"), "no blank line between the note and its signatures"),
+        (lambda note: note.split("\n", 1)[0] + "\n\n", "the note needs an origin, a tree size and a root hash line"),
+        (lambda note: note.replace("\n", "\nmany\n", 1), "tree size 'many' is not a number"),
+    ],
+    ids=["no-signature-block", "short-note", "size"],
+)
+def test_malformed_checkpoint_says_how(change: Any, reason: str) -> None:
+    checker, raw, digest = _case("managed-key-happy-path")
+
+    def damage(proof: dict[str, Any]) -> None:
+        proof["checkpoint"]["envelope"] = change(proof["checkpoint"]["envelope"])
+
+    with pytest.raises(Rejected) as info:
+        checker.verify(_with_checkpoint(raw, damage), digest, REF)
+    assert info.value.reason == f"Rekor checkpoint is malformed: {reason}"
+
+
+def test_with_private_roots_beside_a_trusted_root_certificate_bundles_take_the_hand_written_path(
+    tmp_path: Path,
+) -> None:
+    """sigstore-python knows only the trusted root's Fulcio CAs; with caRoots configured too, a bundle signed by
+    the private PKI (logged in Rekor) and one signed through Fulcio both verify, by the hand-written path."""
+    fake, pki = FakeSigstore(), PrivatePKI(now=FakeSigstore().now)
+    (tmp_path / "corp.pem").write_bytes(pki.root_pem + pem_cert(pki.intermediate))
+    checker = build_verifier(
+        {
+            "name": "bundles",
+            "type": "sigstore-bundle",
+            "trustedRoot": str(_fake_root(tmp_path, fake)),
+            "caRoots": [str(tmp_path / "corp.pem")],
+            "insecureIgnoreSct": True,
+            "identities": [{"identity": "release@example.com", "issuerRegExp": ".*"}],
+        }
+    ).params.checker
+    assert checker.sigstore is not None
+    digest = bytes.fromhex(SUBJECT[7:])
+    key, cert = pki.issue("release@example.com")
+    facts = checker.verify(fake.message_bundle(key, digest, cert=cert), SUBJECT, REF).facts
+    assert facts["verifiedWith"] == "referee" and facts["identity"] == "release@example.com"
+    key, cert = fake.issue("release@example.com", "https://issuer.example")
+    facts = checker.verify(fake.message_bundle(key, digest, cert=cert), SUBJECT, REF).facts
+    assert facts["verifiedWith"] == "referee" and facts["issuer"] == "https://issuer.example"

@@ -19,6 +19,7 @@ from tests.support.sigstore_sign import (
     PINNED_NOW,
     FakeSigstore,
     MemorySource,
+    PrivatePKI,
     artifact_request,
     build_verifier,
     ct_log_pems,
@@ -327,3 +328,113 @@ def test_identity_needs_exactly_one_matcher_and_fulcio_roots() -> None:
     problems = "\n".join(info.value.problems)
     assert "verifiers[0].identities[0].identity: give exactly one of identity or identityRegExp\n" in problems + "\n"
     assert "keyless identities need Fulcio roots" in problems
+
+
+# -- private PKI: certificateTime: now ---------------------------------------------------------------------------------
+
+RELEASE = "release@example.com"
+
+
+def _private_request(
+    pki: PrivatePKI, *, issuer: str | None = None, not_before: dt.datetime | None = None, **kw: Any
+) -> Any:
+    """A cosign signature by a private-PKI leaf: certificate and chain annotations, no Rekor bundle, no timestamp
+    (``cosign sign --key leaf.key --certificate leaf.pem --certificate-chain chain.pem --tlog-upload=false``)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key, cert = pki.issue(RELEASE, issuer=issuer, not_before=not_before)
+    payload = _payload()
+    annotations = {
+        mt.ANNOTATION_COSIGN_SIGNATURE: base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode(),
+        mt.ANNOTATION_COSIGN_CERTIFICATE: pem_cert(cert).decode(),
+        mt.ANNOTATION_COSIGN_CHAIN: pki.chain_pem.decode(),
+    }
+    source = MemorySource()
+    layers = [layer(source, mt.COSIGN_SIMPLESIGNING, payload, annotations)]
+    return artifact_request(source, layers, subject_digest=SUBJECT, artifact_type=mt.COSIGN_LEGACY_SIGNATURES, **kw)
+
+
+def _private_verifier(pki: PrivatePKI, tmp_path: Path, **params: Any) -> Any:
+    (tmp_path / "corp-root.pem").write_bytes(pki.root_pem)
+    config: dict[str, Any] = {
+        "caRoots": [str(tmp_path / "corp-root.pem")],
+        "certificateTime": "now",
+        "insecureIgnoreSct": True,
+        "identities": [{"identity": RELEASE, "issuerRegExp": ".*"}],
+    }
+    config.update(params)
+    return _cosign(**{k: v for k, v in config.items() if v is not None})
+
+
+async def test_private_pki_certificate_is_checked_at_verification_time_only_when_opted_in(tmp_path: Path) -> None:
+    """cosign checks a certificate with no log entry and no timestamp at the current time; Referee does so only
+    under ``certificateTime: now``, against the private PKI's roots (``caRoots``), at the request's time."""
+    pki = PrivatePKI()
+    result = await _private_verifier(pki, tmp_path).verify(_private_request(pki))
+    assert result.succeeded, result.reason
+    assert result.details["certificateCheckedAt"] == "2026-11-01T00:00:00Z"  # PINNED_NOW, the request's time
+    assert result.details["tlogVerified"] is False and result.details["sctVerified"] is False
+    assert result.details["identity"] == RELEASE and result.details["issuer"] is None
+    assert "certificate valid at verification time 2026-11-01T00:00:00Z" in result.reason
+    default = await _private_verifier(pki, tmp_path, certificateTime=None).verify(_private_request(pki))
+    assert not default.succeeded
+    assert "keyless signature without a verified signing time" in default.reason
+
+
+async def test_private_pki_certificate_outside_its_validity_or_from_another_pki_fails(tmp_path: Path) -> None:
+    pki = PrivatePKI()
+    verifier = _private_verifier(pki, tmp_path)
+    later = dt.datetime(2028, 1, 1, tzinfo=dt.UTC)
+    expired = await verifier.verify(_private_request(pki, now=later))
+    assert not expired.succeeded
+    assert "certificate expired at verification time 2028-01-01T00:00:00Z" in expired.reason
+    future = await verifier.verify(_private_request(pki, not_before=dt.datetime(2027, 1, 1, tzinfo=dt.UTC)))
+    assert not future.succeeded and "certificate expired at verification time 2026-11-01T00:00:00Z" in future.reason
+    stranger = await verifier.verify(_private_request(PrivatePKI()))
+    assert not stranger.succeeded
+    assert "does not chain to a configured private (caRoots) root at 2026-11-01T00:00:00Z" in stranger.reason
+
+
+async def test_private_pki_identity_with_and_without_an_oidc_issuer(tmp_path: Path) -> None:
+    """A certificate without the OIDC issuer extension matches only an issuerRegExp that accepts "" (cosign reads
+    a missing issuer as ""); one with the extension matches its issuer as usual."""
+    pki = PrivatePKI()
+    exact = _private_verifier(pki, tmp_path, identities=[{"identity": RELEASE, "issuer": "https://sso.example"}])
+    without = await exact.verify(_private_request(pki))
+    assert not without.succeeded and "with issuer (none) matches none" in without.reason
+    with_issuer = await exact.verify(_private_request(pki, issuer="https://sso.example"))
+    assert with_issuer.succeeded, with_issuer.reason
+    assert with_issuer.details["issuer"] == "https://sso.example"
+    nonempty = _private_verifier(pki, tmp_path, identities=[{"identity": RELEASE, "issuerRegExp": ".+"}])
+    assert not (await nonempty.verify(_private_request(pki))).succeeded
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        (
+            {"trustedRoot": PUBLIC_GOOD},
+            "now is only for private-PKI roots (caRoots), never with Fulcio roots (trustedRoot): Fulcio "
+            "certificates are checked only at a signing time a Rekor entry or RFC 3161 timestamp proves",
+        ),
+        (
+            {"fulcioRoots": [FULCIO]},
+            "now is only for private-PKI roots (caRoots), never with Fulcio roots (fulcioRoots): Fulcio "
+            "certificates are checked only at a signing time a Rekor entry or RFC 3161 timestamp proves",
+        ),
+        ({"caRoots": None, "fulcioRoots": None}, "now needs the private PKI's root certificates (caRoots)"),
+        (
+            {"identities": None, "keys": [COSIGN_PUB]},
+            "now applies to certificates, but no keyless identities are configured",
+        ),
+        ({"certificateTime": "later"}, "must be one of signed, now; got 'later'"),
+    ],
+    ids=["trusted-root", "fulcio-roots", "no-ca-roots", "no-identities", "unknown-value"],
+)
+def test_certificate_time_now_is_refused_with_fulcio_roots(
+    tmp_path: Path, params: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        _private_verifier(PrivatePKI(), tmp_path, **params)
+    assert f"verifiers[0].certificateTime: {problem}" in info.value.problems

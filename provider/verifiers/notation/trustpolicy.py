@@ -187,13 +187,16 @@ def _level(node: Node, policy: str) -> tuple[Level | None, str]:
     return Level(level_name, actions, overridden), verify_timestamp
 
 
-def _identities(node: Node, policy: str) -> tuple[bool, tuple[Identity, ...]]:
+def _identities(node: Node, policy: str) -> tuple[bool, tuple[Identity, ...], bool]:
+    """``(any identity, identities, listed)``; ``listed`` is whether any identity was given at all, valid or not,
+    so that an invalid one is reported once, as itself, and not again as a missing identity."""
+    listed = bool(node.raw("trusted_identities"))
     values = node.str_list("trusted_identities")
     path = node.child_path("trustedIdentities")
     if WILDCARD in values:
         if len(values) > 1:
             node.problems.add(path, f"trust policy {policy!r}: '*' cannot be combined with other identities")
-        return True, ()
+        return True, (), listed
     identities: list[Identity] = []
     for i, value in enumerate(values):
         prefix, sep, dn = value.partition(":")
@@ -211,11 +214,13 @@ def _identities(node: Node, policy: str) -> tuple[bool, tuple[Identity, ...]]:
         for b in identities:
             if a is not b and Identity(a.raw, a.attributes).matches(b.attributes):
                 node.problems.add(path, f"trust policy {policy!r}: identities {a.raw!r} and {b.raw!r} overlap")
-                return False, tuple(identities)
-    return False, tuple(identities)
+                return False, tuple(identities), listed
+    return False, tuple(identities), listed
 
 
-def _trust_stores(node: Node, policy: str) -> tuple[tuple[str, str], ...]:
+def _trust_stores(node: Node, policy: str) -> tuple[tuple[tuple[str, str], ...], bool]:
+    """``(stores, listed)``; ``listed`` as for :func:`_identities`."""
+    listed = bool(node.raw("trust_stores"))
     out: list[tuple[str, str]] = []
     path = node.child_path("trustStores")
     for i, value in enumerate(node.str_list("trust_stores")):
@@ -226,7 +231,7 @@ def _trust_stores(node: Node, policy: str) -> tuple[tuple[str, str], ...]:
             node.problems.add(f"{path}[{i}]", f"store name {name!r} must match [a-zA-Z0-9_.-]+")
         else:
             out.append((kind, name))
-    return tuple(out)
+    return tuple(out), listed
 
 
 def valid_scope(scope: str) -> bool:
@@ -270,15 +275,15 @@ def parse_document(node: Node) -> TrustPolicyDocument:
         level, verify_timestamp = _level(item.node("signature_verification"), name)
         if not item.has("signature_verification"):
             item.error("required", "signature_verification")
-        stores = _trust_stores(item, name)
-        any_identity, identities = _identities(item, name)
+        stores, stores_listed = _trust_stores(item, name)
+        any_identity, identities, identities_listed = _identities(item, name)
         if level is not None and level.name == "skip":
-            if stores or any_identity or identities:
+            if stores_listed or identities_listed:
                 item.error("a skip policy must not list trust stores or trusted identities", "signature_verification")
         elif level is not None:
-            if not stores:
+            if not stores_listed:
                 item.error("at least one trust store is required", "trust_stores")
-            if not any_identity and not identities:
+            if not identities_listed:
                 item.error("at least one trusted identity (or '*') is required", "trusted_identities")
         item.finish()
         if level is not None:
