@@ -116,8 +116,21 @@ class World:
         }
 
 
-CASES = ("shape1", "shape2", "shape3", "wrongkey", "tampered", "otherimage", "expired", "revoked", "othernote",
-         "unrelated", "missing", "paged", "both")  # fmt: skip
+CASES = (
+    "shape1",
+    "shape2",
+    "shape3",
+    "wrongkey",
+    "tampered",
+    "otherimage",
+    "expired",
+    "revoked",
+    "othernote",
+    "unrelated",
+    "missing",
+    "paged",
+    "both",
+)
 
 
 def _pgp_v1(world: World, tag: str, signer: str, digest: str | None = None, note: str = NOTE) -> dict[str, Any]:
@@ -140,14 +153,21 @@ def world(registry: RegistryProcess, keyring: Keys, tmp_path_factory: pytest.Tem
         w.digests[tag] = image["digest"]
     # Shape 1: the Grafeas tutorial flow, a clear-signed image URL as a v1beta1 pgpSignedAttestation.
     url_text = f"{w.repository()}@{w.digests['shape1']}\n".encode()
-    w.upload(v1beta1_pgp_occurrence(keyring.sign("alice", url_text, mode="clearsign"), keyring.fpr["alice"],
-                                     resource=w.resource("shape1")), "v1beta1")  # fmt: skip
+    w.upload(
+        v1beta1_pgp_occurrence(
+            keyring.sign("alice", url_text, mode="clearsign"), keyring.fpr["alice"], resource=w.resource("shape1")
+        ),
+        "v1beta1",
+    )
     # Shape 2: a Binary Authorization PGP attestation (signed payload inside, serializedPayload beside it).
     w.upload(_pgp_v1(w, "shape2", "alice"))
     # Shape 3: a PKIX attestation (Cloud KMS key id).
     payload = binauthz_payload(w.repository(), w.digests["shape3"])
-    w.upload(v1_occurrence(payload, [(pkix_sign(PKIX_KEY, "ECDSA_P256_SHA256", payload), PKIX_ID)],
-                           resource=w.resource("shape3")))  # fmt: skip
+    w.upload(
+        v1_occurrence(
+            payload, [(pkix_sign(PKIX_KEY, "ECDSA_P256_SHA256", payload), PKIX_ID)], resource=w.resource("shape3")
+        )
+    )
     w.upload(_pgp_v1(w, "wrongkey", "bob"))
     tampered = binauthz_payload(w.repository(), w.digests["tampered"])
     signature = pkix_sign(PKIX_KEY, "ECDSA_P256_SHA256", tampered)
@@ -322,13 +342,24 @@ def test_grafeas_store_config_errors(tmp_path: Path) -> None:
     from provider.config import load_config_bytes
     from provider.errors import ConfigError
 
-    text = json.dumps({"stores": [
-        {"name": "g", "type": "grafeas", "url": "ftp://x", "projects": ["UPPER"], "notes": ["bad"]},
-        {"name": "h", "type": "grafeas", "url": "http://127.0.0.1:1", "projects": ["p"], "notes": [NOTE],
-         "tokenFile": "t", "plainHttp": True},
-        {"name": "i", "type": "grafeas", "url": "http://127.0.0.1:1", "projects": ["p"], "notes": [NOTE]},
-        {"name": "j", "type": "grafeas", "url": "https://x"},
-    ]})  # fmt: skip
+    text = json.dumps(
+        {
+            "stores": [
+                {"name": "g", "type": "grafeas", "url": "ftp://x", "projects": ["UPPER"], "notes": ["bad"]},
+                {
+                    "name": "h",
+                    "type": "grafeas",
+                    "url": "http://127.0.0.1:1",
+                    "projects": ["p"],
+                    "notes": [NOTE],
+                    "tokenFile": "t",
+                    "plainHttp": True,
+                },
+                {"name": "i", "type": "grafeas", "url": "http://127.0.0.1:1", "projects": ["p"], "notes": [NOTE]},
+                {"name": "j", "type": "grafeas", "url": "https://x"},
+            ]
+        }
+    )
     with pytest.raises(ConfigError) as info:
         load_config_bytes(text.encode(), tmp_path)
     assert info.value.problems == [

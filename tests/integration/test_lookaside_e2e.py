@@ -167,11 +167,15 @@ async def test_referee_and_skopeo_agree_on_every_signature(world: Lookaside, ver
         )
         outcome = outcomes[world.ref(case.name)]
         assert outcome.verdict is not None, (case.name, outcome.error)
-        table.append((case.name, case.expected, skopeo_ok, outcome.verdict.allowed, outcome.verdict.decision.reason,
-                      skopeo_says))  # fmt: skip
+        table.append(
+            (case.name, case.expected, skopeo_ok, outcome.verdict.allowed, outcome.verdict.decision.reason, skopeo_says)
+        )
     disagreements = [row for row in table if not row[1] == row[2] == row[3]]
-    print("\n".join(f"{row[0]:<18} expected={row[1]!s:<5} skopeo={row[2]!s:<5} referee={row[3]!s:<5} {row[4]}"
-                    for row in table))  # fmt: skip
+    print(
+        "\n".join(
+            f"{row[0]:<18} expected={row[1]!s:<5} skopeo={row[2]!s:<5} referee={row[3]!s:<5} {row[4]}" for row in table
+        )
+    )
     assert disagreements == []
 
 
@@ -215,14 +219,18 @@ async def test_lookaside_server_errors_are_transient_and_redirects_elsewhere_ref
     server = StaticLookaside(world.sigstore).start()
     try:
         server.fail = 503
-        outcomes = await _verdicts(world.config({"url": server.url, "plainHttp": True, "maxAttempts": 1}),
-                                   world.dir / "e.yaml", [world.ref("skopeo-signed")])  # fmt: skip
+        outcomes = await _verdicts(
+            world.config({"url": server.url, "plainHttp": True, "maxAttempts": 1}),
+            world.dir / "e.yaml",
+            [world.ref("skopeo-signed")],
+        )
         error = outcomes[world.ref("skopeo-signed")].error
         assert error is not None and error.transient and error.code == "STORE_UNAVAILABLE"
         server.fail = 0
         server.redirect = "https://elsewhere.example/"
-        outcomes = await _verdicts(world.config({"url": server.url, "plainHttp": True}), world.dir / "r.yaml",
-                                   [world.ref("skopeo-signed")])  # fmt: skip
+        outcomes = await _verdicts(
+            world.config({"url": server.url, "plainHttp": True}), world.dir / "r.yaml", [world.ref("skopeo-signed")]
+        )
         error = outcomes[world.ref("skopeo-signed")].error
         assert error is not None and error.code == "STORE_ERROR" and not error.transient
         assert "elsewhere.example, which is not in registries.allow" in error.message
@@ -243,9 +251,12 @@ def shapes(world: Lookaside, keyring: Keys) -> dict[str, Any]:
     world.place("shape3", sigstore_json_blob(payload, pkix_sign(key, "ECDSA_P256_SHA256", payload)))
     config = world.config({"path": str(world.sigstore)})
     config["attestors"] = [
-        {"name": "release", "pgpKeys": [keyring.public["alice"].decode()],
-         "pkixKeys": [{"key": pem.decode(), "signatureAlgorithm": "ECDSA_P256_SHA256"}]}
-    ]  # fmt: skip
+        {
+            "name": "release",
+            "pgpKeys": [keyring.public["alice"].decode()],
+            "pkixKeys": [{"key": pem.decode(), "signatureAlgorithm": "ECDSA_P256_SHA256"}],
+        }
+    ]
     config["policy"] = {"type": "required-verifiers", "required": ["release"]}
     return config
 

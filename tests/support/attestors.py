@@ -88,9 +88,13 @@ def v1_occurrence(
 
 
 def v1beta1_pgp_occurrence(
-    signature_text: bytes, key_id: str, *, content_type: str = mt.GCR_IMAGE_URL_CONTENT_TYPE, note: str = NOTE,
+    signature_text: bytes,
+    key_id: str,
+    *,
+    content_type: str = mt.GCR_IMAGE_URL_CONTENT_TYPE,
+    note: str = NOTE,
     resource: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     return {
         "resource": {"uri": resource or f"https://{IMAGE}@{DIGEST}"},
         "noteName": note,

@@ -48,11 +48,19 @@ class GnuPG:
             raise RuntimeError(f"gpg {' '.join(args)} failed: {result.stderr.decode(errors='replace')}")
         return result.stdout
 
-    def generate(self, email: str, *, algo: str = "ed25519", usage: str = "sign", expire: str = "2y",
-                 faked_time: str | None = None) -> str:  # fmt: skip
+    def generate(
+        self,
+        email: str,
+        *,
+        algo: str = "ed25519",
+        usage: str = "sign",
+        expire: str = "2y",
+        faked_time: str | None = None,
+    ) -> str:
         """A primary key ``Name <email>``; returns its fingerprint (upper-case hex)."""
-        self.run("--quick-gen-key", f"{email.split('@')[0].title()} <{email}>", algo, usage, expire,
-                 faked_time=faked_time)  # fmt: skip
+        self.run(
+            "--quick-gen-key", f"{email.split('@')[0].title()} <{email}>", algo, usage, expire, faked_time=faked_time
+        )
         fpr = self.fingerprint(email)
         self.fingerprints[email] = fpr
         return fpr
@@ -69,8 +77,17 @@ class GnuPG:
     def export(self, email: str) -> bytes:
         return self.run("--armor", "--export", email)
 
-    def sign(self, email: str, data: bytes, *, mode: str = "attached", armor: bool = True,
-             faked_time: str | None = None, sig_expire: str | None = None, compress: bool = True) -> bytes:  # fmt: skip
+    def sign(
+        self,
+        email: str,
+        data: bytes,
+        *,
+        mode: str = "attached",
+        armor: bool = True,
+        faked_time: str | None = None,
+        sig_expire: str | None = None,
+        compress: bool = True,
+    ) -> bytes:
         """``mode``: ``attached`` (``--sign``), ``clearsign`` or ``detached`` (``--detach-sign``)."""
         flags = {"attached": "--sign", "clearsign": "--clearsign", "detached": "--detach-sign"}[mode]
         args = ["--local-user", email, flags, "--output", "-"]
@@ -113,14 +130,20 @@ class GnuPG:
     def skopeo_sign(self, manifest: Path, reference: str, fingerprint: str, output: Path) -> None:
         subprocess.run(
             [SKOPEO, "standalone-sign", "-o", str(output), str(manifest), reference, fingerprint],
-            env=self.env, capture_output=True, timeout=TIMEOUT, check=True,
-        )  # fmt: skip
+            env=self.env,
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=True,
+        )
 
     def skopeo_verify(self, manifest: Path, reference: str, fingerprint: str, signature: Path) -> tuple[bool, str]:
         result = subprocess.run(
             [SKOPEO, "standalone-verify", str(manifest), reference, fingerprint, str(signature)],
-            env=self.env, capture_output=True, timeout=TIMEOUT, check=False,
-        )  # fmt: skip
+            env=self.env,
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
         return result.returncode == 0, (result.stdout + result.stderr).decode(errors="replace").strip()
 
     def close(self) -> None:

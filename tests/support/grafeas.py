@@ -42,8 +42,15 @@ from aiohttp import web
 
 from tests.support.registry import ServerThread
 
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 _TERM = re.compile(r'^\s*(resourceUrl|kind|noteName)\s*=\s*"([^"]*)"\s*$')
 MAX_PAGE_SIZE = 1000
 
@@ -194,9 +201,10 @@ class GrafeasDouble(ServerThread):
         size = max(1, min(size, MAX_PAGE_SIZE))
         keys = {"resourceUrl": "uri", "kind": "kind", "noteName": "noteName"}
         matching = [
-            o for o in self.occurrences.get(request.match_info["project"], [])
+            o
+            for o in self.occurrences.get(request.match_info["project"], [])
             if all(o.get(keys[field]) == value for field, value in terms.items())
-        ]  # fmt: skip
+        ]
         page = matching[start : start + size]
         body: dict[str, Any] = {}  # proto3 JSON omits empty fields: no occurrences gives {}
         if page:

@@ -69,8 +69,9 @@ def test_attestors_are_verifiers_named_by_policies(keyring: Keys) -> None:
     [spec] = cfg.verifiers
     assert (spec.name, spec.type) == ("built-by-ci", "attestor")
     assert spec.params.note == NOTE
-    required = config({"attestors": [attestor_entry(keyring)], "policy": {"type": "required-verifiers",
-                                                                            "required": ["built-by-ci"]}})  # fmt: skip
+    required = config(
+        {"attestors": [attestor_entry(keyring)], "policy": {"type": "required-verifiers", "required": ["built-by-ci"]}}
+    )
     assert required.policy.params.required == ("built-by-ci",)
 
 
@@ -102,8 +103,12 @@ async def test_attestor_rejects_another_note_the_wrong_key_and_notless_evidence(
 
 
 async def test_attestor_policy_decision_on_results(keyring: Keys) -> None:
-    cfg = config({"attestors": [attestor_entry(keyring), {**attestor_entry(keyring), "name": "qa", "note": OTHER_NOTE}],
-                  "policy": {"type": "required-verifiers", "required": ["built-by-ci", "qa"]}})  # fmt: skip
+    cfg = config(
+        {
+            "attestors": [attestor_entry(keyring), {**attestor_entry(keyring), "name": "qa", "note": OTHER_NOTE}],
+            "policy": {"type": "required-verifiers", "required": ["built-by-ci", "qa"]},
+        }
+    )
     plugin = policy_types.get(cfg.policy.type)
     assert plugin is not None
     policy = plugin.create(cfg.policy)

@@ -163,13 +163,17 @@ async def test_v1beta1_generic_signed_attestation_verifies() -> None:
                     "contentType": "SIMPLE_SIGNING_JSON",
                     "serializedPayload": base64.b64encode(PAYLOAD).decode(),
                     "signatures": [
-                        {"signature": base64.urlsafe_b64encode(pkix_sign(key, "ECDSA_P256_SHA256", PAYLOAD)).decode(),
-                         "publicKeyId": key_id}
+                        {
+                            "signature": base64.urlsafe_b64encode(
+                                pkix_sign(key, "ECDSA_P256_SHA256", PAYLOAD)
+                            ).decode(),
+                            "publicKeyId": key_id,
+                        }
                     ],
                 }
             }
         },
-    }  # fmt: skip
+    }
     result = await pkix({"key": pem(key), "signatureAlgorithm": "ECDSA_P256_SHA256"}).verify(
         grafeas_request(occurrence)
     )
@@ -244,6 +248,14 @@ def test_config_errors_name_their_path(tmp_path: Path) -> None:
 
 
 PKIX_NAMES = sorted(
-    {*PKIX, "RSA_SIGN_PSS_2048_SHA256", "RSA_SIGN_PSS_3072_SHA256", "RSA_SIGN_PSS_4096_SHA256",
-     "RSA_SIGN_PSS_4096_SHA512", "EC_SIGN_P256_SHA256", "EC_SIGN_P384_SHA384", "EC_SIGN_P521_SHA512"}
-)  # fmt: skip
+    {
+        *PKIX,
+        "RSA_SIGN_PSS_2048_SHA256",
+        "RSA_SIGN_PSS_3072_SHA256",
+        "RSA_SIGN_PSS_4096_SHA256",
+        "RSA_SIGN_PSS_4096_SHA512",
+        "EC_SIGN_P256_SHA256",
+        "EC_SIGN_P384_SHA384",
+        "EC_SIGN_P521_SHA512",
+    }
+)
