@@ -382,3 +382,54 @@ def test_occurrence_bodies_are_what_gcloud_sends(world: World) -> None:
         b64(binauthz_payload(world.repository(), world.digests["missing"]))
         == stored["attestation"]["serializedPayload"]
     )
+
+
+async def test_imported_binary_authorization_setup_verifies(world: World, grafeas: GrafeasDouble) -> None:
+    """`referee import binauthz` output, pointed at the double, gives the verdicts Binary Authorization would."""
+    import yaml
+
+    attestor = {
+        "name": "projects/org/attestors/built-by-ci",
+        "userOwnedGrafeasNote": {
+            "noteReference": NOTE,
+            "publicKeys": [
+                {"id": world.keys.fpr["alice"], "asciiArmoredPgpPublicKey": world.keys.public["alice"].decode()},
+                {"id": PKIX_ID, "pkixPublicKey": {"publicKeyPem": PKIX_PEM, "signatureAlgorithm": "ECDSA_P256_SHA256"}},
+            ],
+        },
+    }
+    policy = {
+        "name": f"projects/{PROJECT}/policy",
+        "defaultAdmissionRule": {
+            "evaluationMode": "REQUIRE_ATTESTATION",
+            "enforcementMode": "ENFORCED_BLOCK_AND_AUDIT_LOG",
+            "requireAttestationsBy": ["projects/org/attestors/built-by-ci"],
+        },
+    }
+    (world.dir / "policy.yaml").write_text(yaml.safe_dump(policy))
+    (world.dir / "attestor.yaml").write_text(yaml.safe_dump(attestor))
+    (world.dir / "token").write_text(TOKEN)
+    out = world.dir / "imported"
+    argv = ["import", "binauthz", str(world.dir / "policy.yaml"), "--attestor", str(world.dir / "attestor.yaml")]
+    argv += ["--out", str(out), "--grafeas-url", world.grafeas.url, "--token-file", str(world.dir / "token")]
+    assert main([*argv, "--allow", "127.0.0.1:*"]) == 0
+    assert main(["config", "check", str(out / "referee.yaml")]) == 0
+    config = yaml.safe_load((out / "referee.yaml").read_text())
+    (world.dir / "ca.pem").write_bytes(world.grafeas.ca_pem())
+    config["stores"][0]["caFile"] = str(world.dir / "ca.pem")  # the double's test CA
+    config["registries"]["hosts"] = [{"host": world.registry.host, "plainHttp": True}]
+    engine = Engine(load_config(write_config(out / "patched.yaml", config)))
+    try:
+        verdicts = {
+            tag: (await engine.verify_key(world.ref(tag))).verdict
+            for tag in ("shape1", "shape2", "shape3", "wrongkey", "othernote")
+        }
+    finally:
+        await engine.close()
+    assert {tag: v.allowed for tag, v in verdicts.items() if v is not None} == {
+        "shape1": True,
+        "shape2": True,
+        "shape3": True,
+        "wrongkey": False,
+        "othernote": False,
+    }
