@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pysequoia
-from pysequoia.packet import PacketPile, SignatureType, Tag
+from pysequoia.packet import HashAlgorithm, PacketPile, SignatureType, Tag
 
 from provider.attestations import Attestation, SignatureEntry
 from provider.confignode import Node
@@ -44,6 +44,7 @@ MAX_KEY_FILE_BYTES = 1024 * 1024
 _ARMOR_BEGIN = re.compile(rb"^-----BEGIN PGP ([A-Z ,0-9/]+)-----\s*$")
 _CLEARTEXT = b"-----BEGIN PGP SIGNED MESSAGE-----"
 _TAG_SIGNATURE, _TAG_ONE_PASS, _TAG_COMPRESSED, _TAG_LITERAL = 2, 4, 8, 11
+_WEAK_HASHES = ((HashAlgorithm.SHA1, "SHA-1"), (HashAlgorithm.MD5, "MD5"), (HashAlgorithm.RipeMD, "RIPEMD-160"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +294,7 @@ class _SigInfo:
     issuers: frozenset[str]
     created: datetime | None
     expires: datetime | None
+    weak_hash: str | None = None
 
 
 def _signature_packets(data: bytes) -> list[_SigInfo]:
@@ -305,6 +307,7 @@ def _signature_packets(data: bytes) -> list[_SigInfo]:
                     frozenset(i.lower() for i in ids if i),
                     _utc(packet.signature_created),
                     _utc(packet.signature_expiration_time),
+                    next((name for algo, name in _WEAK_HASHES if packet.hash_algorithm == algo), None),
                 )
             )
         elif packet.tag == Tag.OnePassSig and packet.ops_issuer:
@@ -403,6 +406,8 @@ class PgpChecker:
     def _why_not(keys: list[PgpKey], signatures: list[_SigInfo], now: datetime) -> str:
         names = ", ".join(k.fingerprint for k in keys)
         for info in signatures:
+            if info.weak_hash is not None:
+                return f"signature by {names} uses {info.weak_hash}, which is no longer accepted"
             if info.expires is not None and info.expires <= now:
                 return f"signature by {names} expired at {info.expires.isoformat()}"
         for key in keys:

@@ -148,6 +148,14 @@ async def test_revoked_key_fails(keyring: Keys) -> None:
     assert result.reason == f"key {keyring.fpr['dave']} is revoked"
 
 
+async def test_sha1_signature_is_refused(keyring: Keys) -> None:
+    payload = binauthz_payload(IMAGE, DIGEST)
+    sha1 = keyring.gpg.run("--digest-algo", "SHA1", "--local-user", keyring.email("rsa"), "--sign", stdin=payload)
+    result = await pgp(keyring, "rsa").verify(grafeas_request(v1_occurrence(None, [(sha1, "x")])))
+    assert not result.succeeded
+    assert result.reason == f"signature by {keyring.fpr['rsa']} uses SHA-1, which is no longer accepted"
+
+
 async def test_signing_subkey_verifies_and_is_reported(keyring: Keys) -> None:
     signed = keyring.sign("carol", binauthz_payload(IMAGE, DIGEST))
     result = await pgp(keyring, "carol").verify(grafeas_request(v1_occurrence(None, [(signed, "x")])))
