@@ -347,9 +347,10 @@ class PgpChecker:
             shown = full | {i for i in issuers if len(i) <= 16 and not any(f.endswith(i) for f in full)}
             named = ", ".join(sorted(i.upper() for i in shown)) or "an unnamed key"
             return f"signed by {named}, which is not a configured key"
-        for key in keys:
-            if key.revoked:
-                return f"key {key.fingerprint} is revoked"
+        usable = [k for k in keys if not k.revoked]
+        if not usable:
+            return "; ".join(f"key {k.fingerprint} is revoked" for k in keys)
+        keys = usable
         if form == "detached" and attestation.payload is None:
             return "detached OpenPGP signature, but the attestation carries no serializedPayload to check it against"
         try:

@@ -156,6 +156,18 @@ async def test_sha1_signature_is_refused(keyring: Keys) -> None:
     assert result.reason == f"signature by {keyring.fpr['rsa']} uses SHA-1, which is no longer accepted"
 
 
+async def test_a_revoked_cosigner_does_not_hide_a_valid_signature(keyring: Keys) -> None:
+    payload = binauthz_payload(IMAGE, DIGEST)
+    both = keyring.gpg.run(
+        "--local-user", keyring.email("dave"), "--local-user", keyring.email("alice"), "--sign", stdin=payload
+    )
+    result = await pgp(keyring, "dave", "alice").verify(grafeas_request(v1_occurrence(None, [(both, "x")])))
+    assert result.succeeded, result.reason
+    assert result.details["keyFingerprint"] == keyring.fpr["alice"]
+    only_dave = await pgp(keyring, "dave").verify(grafeas_request(v1_occurrence(None, [(both, "x")])))
+    assert only_dave.reason == f"key {keyring.fpr['dave']} is revoked"
+
+
 async def test_signing_subkey_verifies_and_is_reported(keyring: Keys) -> None:
     signed = keyring.sign("carol", binauthz_payload(IMAGE, DIGEST))
     result = await pgp(keyring, "carol").verify(grafeas_request(v1_occurrence(None, [(signed, "x")])))
