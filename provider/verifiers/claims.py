@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from provider import mediatypes as mt
-from provider.attestations import Attestation, SignatureEntry, is_sealed, parse_attestation
+from provider.attestations import NOTE_NAME, Attestation, SignatureEntry, is_sealed, parse_attestation
 from provider.confignode import Node
 from provider.errors import ArtifactTooLargeError, DigestMismatchError, ManifestInvalidError, ReferenceInvalidError
 from provider.oci import Descriptor
@@ -75,6 +75,15 @@ def parse_claim_policy(node: Node, default_identity: str) -> ClaimPolicy:
     if node.has("payload_types") and not types:
         node.error("must list at least one simple-signing type", "payload_types")
     return ClaimPolicy(signed_identity=identity, payload_types=frozenset(t.casefold() for t in types))
+
+
+def parse_notes(node: Node) -> frozenset[str]:
+    """``notes``: when set, only Grafeas attestations under these notes count."""
+    notes = node.str_list("notes")
+    for i, note in enumerate(notes):
+        if not NOTE_NAME.match(note):
+            node.problems.add(f"{node.child_path('notes')}[{i}]", f"{note!r} is not a note name")
+    return frozenset(notes)
 
 
 def read_claim(payload: bytes, content_type: str | None) -> Claim | str:

@@ -36,6 +36,7 @@ from provider.verifiers.claims import (
     Checked,
     ClaimPolicy,
     parse_claim_policy,
+    parse_notes,
 )
 
 MAX_SIGNATURE_BYTES = 256 * 1024
@@ -444,7 +445,7 @@ class PgpPlugin:
         keys = parse_pgp_keys(node, "keys")
         if not keys and len(node.problems.items) == before:
             node.error("at least one OpenPGP public key is required", "keys")
-        notes = frozenset(node.str_list("notes"))
+        notes = parse_notes(node)
         return PgpParams(keys=keys, notes=notes, claims=parse_claim_policy(node, "matchRepoDigestOrExact"))
 
     def create(self, spec: VerifierSpec) -> AttestationVerifier:

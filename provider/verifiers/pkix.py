@@ -30,6 +30,7 @@ from provider.verifiers.claims import (
     Checked,
     ClaimPolicy,
     parse_claim_policy,
+    parse_notes,
 )
 from provider.verifiers.keys import PublicKey, fingerprint, load_public_key
 from provider.verifiers.pgp import looks_like_openpgp
@@ -195,7 +196,7 @@ class PkixPlugin:
         keys = parse_pkix_keys(node, "keys")
         if not keys and len(node.problems.items) == before:
             node.error("at least one PKIX public key is required", "keys")
-        notes = frozenset(node.str_list("notes"))
+        notes = parse_notes(node)
         return PkixParams(keys=keys, notes=notes, claims=parse_claim_policy(node, "matchRepository"))
 
     def create(self, spec: VerifierSpec) -> AttestationVerifier:

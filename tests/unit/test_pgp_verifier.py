@@ -315,7 +315,7 @@ def test_config_errors_name_their_path(tmp_path: Path, keyring: Keys) -> None:
     problems = _problems(
         "verifiers:\n"
         "  - {name: a, type: pgp, keys: [notakey.asc, secret.asc, missing.asc, alice.asc, alice.asc],"
-        " signedIdentity: exact}\n"
+        " signedIdentity: exact, notes: [projects/p/notes/n, notes/x]}\n"
         "  - {name: b, type: pgp}\n",
         tmp_path,
     )
@@ -325,9 +325,10 @@ def test_config_errors_name_their_path(tmp_path: Path, keyring: Keys) -> None:
     )
     assert problems[2].startswith("verifiers[0].keys[2]: cannot read missing.asc")
     assert problems[3] == f"verifiers[0].keys: key {keyring.fpr['alice']} is listed twice"
-    assert problems[4].startswith("verifiers[0].signedIdentity: must be one of matchRepoDigestOrExact")
-    assert problems[5] == "verifiers[1].keys: at least one OpenPGP public key is required"
-    assert len(problems) == 6
+    assert problems[4] == "verifiers[0].notes[1]: 'notes/x' is not a note name"
+    assert problems[5].startswith("verifiers[0].signedIdentity: must be one of matchRepoDigestOrExact")
+    assert problems[6] == "verifiers[1].keys: at least one OpenPGP public key is required"
+    assert len(problems) == 7
 
 
 def test_key_files_are_part_of_the_generation(tmp_path: Path, keyring: Keys) -> None:
