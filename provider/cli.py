@@ -20,6 +20,7 @@ from provider import __version__, logs
 from provider.config import Config, load_config
 from provider.errors import ConfigError, ProviderError
 from provider.executor import Engine, Outcome
+from provider.importers import cli as import_cli
 from provider.stores.base import StoreSpec
 from provider.stores.oci_layout import LayoutParams
 
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     check = config_sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file")
+    import_cli.add_parser(sub)
     return parser
 
 
@@ -162,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serving = args.command == "serve"
     logs.configure(args.log_level or ("info" if serving else "warning"), json_output=serving)
     try:
+        if args.command == "import":
+            return import_cli.run(args)
         if args.command == "config":
             config = load_config(args.file)
             print(

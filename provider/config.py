@@ -455,6 +455,7 @@ def _cross_check(problems: Problems, verifiers: list[VerifierSpec], policy: Poli
 def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str | None = None) -> Config:
     """Parse a loaded YAML document; raise :class:`ConfigError` listing every problem."""
     from provider import registrations
+    from provider.verifiers.attestor import parse_attestors
 
     registrations.load()
     problems = Problems(base_dir)
@@ -468,6 +469,7 @@ def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str
     if not root.has("stores"):
         stores = [StoreSpec(name="registry", type="registry", scopes=("*",), params=None)]
     verifiers = _parse_plugin_list(root, "verifiers", verifier_types, _build_verifier)
+    verifiers += parse_attestors(root, _build_verifier, {v.name for v in verifiers})
     policy = _parse_policy(root.node("policy"), frozenset(v.name for v in verifiers))
     server = _parse_server(root.node("server"))
     cache = _parse_cache(root.node("cache"))

@@ -94,6 +94,19 @@ class RegistryError(ProviderError):
     code = "REGISTRY_ERROR"
 
 
+class StoreUnavailableError(ProviderError):
+    """An evidence store (Grafeas, lookaside) could not be reached or answered 5xx/429 after retries."""
+
+    code = "STORE_UNAVAILABLE"
+    transient = True
+
+
+class StoreError(ProviderError):
+    """An evidence store gave an answer Referee cannot use (4xx, malformed listing): deterministic."""
+
+    code = "STORE_ERROR"
+
+
 class DeadlineExceededError(ProviderError):
     code = "DEADLINE_EXCEEDED"
     transient = True

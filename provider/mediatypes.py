@@ -57,3 +57,19 @@ CYCLONEDX_JSON = "application/vnd.cyclonedx+json"
 SARIF_JSON = "application/sarif+json"
 OPENVEX_JSON = "application/vnd.openvex+json"
 OPENVEX_JSON_SHORT = "application/openvex+json"
+
+# Attestor-style evidence (issue 14): synthetic artifacts presented by the ``grafeas`` and ``lookaside`` stores.
+# They are never read from a registry listing; their single layer is a Referee attestation document.
+GRAFEAS_ATTESTATION = "application/vnd.dev.referee.grafeas-attestation.v1"
+LOOKASIDE_SIGNATURE = "application/vnd.dev.referee.lookaside-signature.v1"
+ATTESTED_EVIDENCE_TYPES = frozenset({GRAFEAS_ATTESTATION, LOOKASIDE_SIGNATURE})
+# Types only Referee's own stores may present; a listing (index, referrers API) claiming one is dropped.
+INTERNAL_TYPES = frozenset(COSIGN_LEGACY_TYPES) | ATTESTED_EVIDENCE_TYPES
+REFEREE_ATTESTATION_DOCUMENT = "application/vnd.dev.referee.attestation.v1+json"
+ANNOTATION_ATTESTATION_SEAL = "dev.referee.attestation/seal"
+ANNOTATION_GRAFEAS_OCCURRENCE = "dev.referee.grafeas/occurrence"
+ANNOTATION_GRAFEAS_NOTE = "dev.referee.grafeas/note"
+ANNOTATION_LOOKASIDE_LOCATION = "dev.referee.lookaside/location"
+SIMPLE_SIGNING_ATOMIC_TYPE = "atomic container signature"
+SIMPLE_SIGNING_BINAUTHZ_TYPE = "Google cloud binauthz container signature"
+GCR_IMAGE_URL_CONTENT_TYPE = "application/vnd.gcr.image.url.v1"

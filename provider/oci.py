@@ -178,12 +178,12 @@ class ReferrerListing:
 
 
 def listed_referrers(descriptors: list[Descriptor], artifact_types: frozenset[str] | None) -> list[Descriptor]:
-    """Referrers of the wanted types, first occurrence of each digest kept. Entries claiming Referee's synthetic
-    cosign-legacy types are dropped: only the store itself presents legacy tags under those types."""
+    """Referrers of the wanted types, first occurrence of each digest kept. Entries claiming Referee's internal types
+    (cosign legacy tags, attestor-style evidence) are dropped: only Referee's own stores present those."""
     seen: set[str] = set()
     out: list[Descriptor] = []
     for d in descriptors:
-        if d.digest in seen or d.artifact_type in mt.COSIGN_LEGACY_TYPES:
+        if d.digest in seen or d.artifact_type in mt.INTERNAL_TYPES:
             continue
         if artifact_types is not None and d.artifact_type not in artifact_types:
             continue

@@ -7,6 +7,8 @@ import importlib
 BUILTIN_MODULES = (
     "provider.stores.registry",
     "provider.stores.oci_layout",
+    "provider.stores.grafeas",
+    "provider.stores.lookaside",
     "provider.verifiers.cosign",
     "provider.verifiers.notation",
     "provider.verifiers.sigstore_bundle",
@@ -15,6 +17,9 @@ BUILTIN_MODULES = (
     "provider.verifiers.vulnreport",
     "provider.verifiers.vex",
     "provider.verifiers.schema",
+    "provider.verifiers.pgp",
+    "provider.verifiers.pkix",
+    "provider.verifiers.attestor",
     "provider.policies.required",
     "provider.policies.rules",
 )

@@ -72,6 +72,7 @@ SECTIONS = {
     "registries": "which registries Referee may contact and how",
     "stores": "where referrers are read from (default: one registry store)",
     "verifiers": "verifiers; each type has its own parameters",
+    "attestors": "Binary Authorization-style attestors (docs/attestors.md); policies name them like verifiers",
     "policy": "how verifier results become a verdict; absent or empty: every image is denied",
     "server": "the rest of server is set by the chart: " + ", ".join(CHART_OWNED_SERVER),
     "cache": "cache sizes and lifetimes",

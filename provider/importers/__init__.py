@@ -1,0 +1,1 @@
+"""Converters from other admission systems' policies into Referee configuration."""
