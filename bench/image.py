@@ -23,15 +23,13 @@ import statistics
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import yaml
 
 from bench.bench import format_table
-from tests.support.container import Container, build_image, podman, rss_kib
+from tests.support.container import Container, build_image, http_get_status, podman, rss_kib
 from tests.support.referee import Pki
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,12 +61,8 @@ def _config_dir(directory: Path) -> Path:
 def _ready_seconds(container: Container, url: str, timeout: float = 120) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return time.monotonic() - container.started_at
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        if http_get_status(url, timeout=2) == 200:
+            return time.monotonic() - container.started_at
         time.sleep(0.02)
     raise RuntimeError(f"not ready after {timeout}s:\n{container.log_text()}")
 

@@ -12,6 +12,7 @@ a test can tell which stream each line was written to.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -31,6 +32,18 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD_IMAGE = REPO / "scripts" / "build-image"
 HOST_LOOPBACK = "10.0.2.2"
 INSTALL_HINT = "install it with: apt-get install -y --no-install-recommends podman runc slirp4netns mmdebstrap"
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # http_proxy must not catch 127.0.0.1
+
+
+def http_get_status(url: str, timeout: float = 5) -> int | None:
+    """The status of ``GET url`` (no proxy), or None when the server is not answering (yet)."""
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError):
+        return None
 
 
 class ContainerEngineMissingError(RuntimeError):
@@ -201,12 +214,8 @@ class Container:
         """Poll ``url`` until it answers 200; seconds since :meth:`start`. Fails at once if the container exits."""
         deadline = time.monotonic() + timeout
         while True:
-            with (
-                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-                urllib.request.urlopen(url, timeout=5) as resp,
-            ):
-                if resp.status == 200:
-                    return time.monotonic() - self.started_at
+            if http_get_status(url) == 200:
+                return time.monotonic() - self.started_at
             status = self.status()
             if status not in ("running", "created", "configured", "initialized"):
                 raise RuntimeError(f"container {self.name} is {status} before ready:\n{self.log_text()}")
