@@ -54,7 +54,6 @@ from tests.support.referee import Pki, items_by_key, provider_request
 UID = 65532
 PROVIDER_PORT, HEALTH_PORT = 8443, 8080
 SHUTDOWN_GRACE_SECONDS = 10
-FACTS: dict[str, str] = {}
 
 
 def report(capsys: pytest.CaptureFixture[str], *lines: str) -> None:
@@ -95,11 +94,10 @@ def test_image_is_built_hermetically_from_the_dockerfile(image: BuiltImage, caps
     version = podman("run", "--rm", "--network", "none", *ulimit_flags(), image.tag, "--version").stdout.strip()
     assert version == f"referee {__version__}"
     layers = image.layers()
-    FACTS["size"] = f"{image.size_bytes() / 1e6:.0f} MB"
-    FACTS["layers"] = " + ".join(f"{size / 1e6:.0f} MB" for size, _ in layers)
+    sizes = " + ".join(f"{size / 1e6:.0f} MB" for size, _ in layers)
     report(
         capsys,
-        f"image {image.tag}: {FACTS['size']} in {len(layers)} layers ({FACTS['layers']}), base {image.base}",
+        f"image {image.tag}: {image.size_bytes() / 1e6:.0f} MB in {len(layers)} layers ({sizes}), base {image.base}",
         f"scripts/build-image took {image.seconds:.1f} s",
     )
 
@@ -206,7 +204,7 @@ def test_container_serves_verify_over_mtls_read_only_as_non_root(
         # the process runs as 65532:65532, and the root filesystem and the mounts are read-only
         pid = container.pid()
         assert proc_ids(pid) == {"Uid": [UID] * 4, "Gid": [UID] * 4}
-        idle_rss = rss_kib(pid)
+        rss = rss_kib(pid)
         for target in ("/opt/referee/written-by-test", "/etc/referee/written-by-test"):
             write = container.exec("python", "-c", f"open({target!r}, 'w')", user="0")
             assert write.returncode != 0 and "Read-only file system" in write.stderr, (target, write.stderr)
@@ -231,11 +229,9 @@ def test_container_serves_verify_over_mtls_read_only_as_non_root(
     assert names.index("shutdown_requested") < names.index("server_stopped") == len(names) - 1
     streams = {stream for stream, _ in events}
     assert streams == {"stderr"}, streams  # docs/deploy.md: JSON lines on stderr; stdout stays empty
-    FACTS["ready"] = f"{ready_seconds:.2f} s"
-    FACTS["rss"] = f"{idle_rss / 1024:.1f} MiB"
     report(
         capsys,
-        f"container ready {ready_seconds:.2f} s after `podman run`; idle RSS {idle_rss / 1024:.1f} MiB; "
+        f"container ready {ready_seconds:.2f} s after `podman run`; RSS {rss / 1024:.1f} MiB after 2 keys; "
         f"exit 0 {exit_seconds:.2f} s after SIGTERM (shutdownGrace {SHUTDOWN_GRACE_SECONDS} s); "
         f"{len(events)} JSON log lines on stderr",
     )
@@ -358,7 +354,6 @@ def test_referee_judges_its_own_image(image: BuiltImage, tmp_path: Path, capsys:
     verdict = _verdict(config, layout, f"{name}@{entry['digest']}")
     assert verdict["allowed"] is True
     assert set(verdict["policy"]["satisfied"]) == {"signed", "sbom-signed"}, verdict["policy"]
-    FACTS["verdict"] = result.stdout.splitlines()[0]
 
     # each clause of the policy decides: the SBOM's signature, the image's signature, the licence deny-list
     layout.drop(sbom_signature)
