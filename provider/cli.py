@@ -14,15 +14,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provider import __version__, logs
 from provider.config import Config, load_config
 from provider.errors import ConfigError, ProviderError
-from provider.executor import Engine, Outcome
 from provider.importers import cli as import_cli
-from provider.stores.base import StoreSpec
-from provider.stores.oci_layout import LayoutParams
+
+if TYPE_CHECKING:
+    from provider.executor import Outcome
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _with_layout(config: Config, layout: str) -> Config:
+    from provider.stores.base import StoreSpec
+    from provider.stores.oci_layout import LayoutParams
+
     path = Path(layout).resolve()
     if not (path / "oci-layout").is_file():
         raise ConfigError([f"--layout: {layout} is not an OCI image layout (no oci-layout file)"])
@@ -96,6 +99,8 @@ def _print_text(outcomes: Sequence[Outcome]) -> None:
 
 
 async def _verify(config: Config, refs: Sequence[str], output: str) -> int:
+    from provider.executor import Engine
+
     engine = Engine(config)
     try:
         outcomes = list(await asyncio.gather(*(engine.verify_key(r) for r in refs)))

@@ -31,11 +31,21 @@ class _StreamLogger:
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
+_level = logging.INFO
+
+
+def enabled(level: int) -> bool:
+    """Whether events at ``level`` are written (to skip building per-key fields nobody will see)."""
+    return level >= _level
+
+
 def configure(level: str = "info", json_output: bool = True, stream: Any = None) -> None:
     """Configure structlog (and stdlib logging, for aiohttp) once per process."""
+    global _level
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
+    _level = numeric
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[

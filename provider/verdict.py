@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,10 +82,19 @@ class Verdict:
     config_generation: str
     notes: tuple[str, ...] = ()
     complete: bool = True
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def allowed(self) -> bool:
         return self.decision.allowed
+
+    def encoded(self) -> bytes:
+        """:meth:`to_json` as compact UTF-8 JSON, encoded once (a cached verdict is served many times)."""
+        if self._encoded is None:
+            data = json.dumps(self.to_json(), separators=(",", ":")).encode()
+            object.__setattr__(self, "_encoded", data)
+            return data
+        return self._encoded
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -6,7 +6,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PACKAGES=(docker-registry apache2-utils prometheus gpg gpg-agent skopeo)
+# podman (with runc: the suite runs it with --runtime runc), slirp4netns (container networking that keeps host
+# traffic on loopback) and mmdebstrap (a Debian base image when the official Python image cannot be pulled) build
+# and run the container image in tests/integration/test_image.py.
+APT_PACKAGES=(docker-registry apache2-utils prometheus gpg gpg-agent skopeo podman runc slirp4netns mmdebstrap)
 
 need_apt=()
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
@@ -15,6 +18,9 @@ command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 command -v gpg >/dev/null 2>&1 || need_apt+=(gpg)
 command -v gpg-agent >/dev/null 2>&1 || need_apt+=(gpg-agent)
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+for tool in podman runc slirp4netns mmdebstrap; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
 if [ "${#need_apt[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

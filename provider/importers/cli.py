@@ -13,16 +13,6 @@ from typing import Any
 
 import yaml
 
-from provider.importers.binauthz import (
-    DEFAULT_ALLOW,
-    GRAFEAS_URL,
-    TOKEN_FILE,
-    ConversionError,
-    ImportOptions,
-    convert,
-    split_documents,
-)
-
 MAX_INPUT_BYTES = 4 * 1024 * 1024
 
 
@@ -66,18 +56,20 @@ def add_parser(sub: Any) -> None:
         metavar="PROJECT",
         help="project holding the attestation occurrences (default: the policy's project); repeatable",
     )
-    binauthz.add_argument("--grafeas-url", default=GRAFEAS_URL)
-    binauthz.add_argument("--token-file", default=TOKEN_FILE, help="bearer token file for Grafeas")
+    binauthz.add_argument("--grafeas-url", help="Grafeas API base URL (default: Google's Container Analysis API)")
+    binauthz.add_argument("--token-file", help="bearer token file for Grafeas (default: the chart's mount path)")
     binauthz.add_argument(
         "--allow",
         action="append",
         default=[],
         metavar="PATTERN",
-        help=f"registries.allow pattern; repeatable (default: {' '.join(DEFAULT_ALLOW)})",
+        help="registries.allow pattern; repeatable (default: the Google registries Binary Authorization covers)",
     )
 
 
 def _load(path: str) -> list[Any]:
+    from provider.importers.binauthz import ConversionError
+
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_INPUT_BYTES + 1)
@@ -92,6 +84,16 @@ def _load(path: str) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from provider.importers.binauthz import (
+        DEFAULT_ALLOW,
+        GRAFEAS_URL,
+        TOKEN_FILE,
+        ConversionError,
+        ImportOptions,
+        convert,
+        split_documents,
+    )
+
     try:
         documents = _load(args.policy)
         for path in args.attestor:
@@ -99,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
         policy, attestors = split_documents(documents)
         options = ImportOptions(
             attestation_projects=tuple(args.attestation_project),
-            grafeas_url=args.grafeas_url,
-            token_file=args.token_file,
+            grafeas_url=args.grafeas_url or GRAFEAS_URL,
+            token_file=args.token_file or TOKEN_FILE,
             allow=tuple(args.allow) or DEFAULT_ALLOW,
         )
         result = convert(policy, attestors, options)

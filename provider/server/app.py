@@ -10,7 +10,9 @@ named in ``systemError``, which Gatekeeper never caches (docs/protocol.md has th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import logging
 import signal
 import time
 import uuid
@@ -24,7 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from provider import deadline, decisionlog, metrics
+from provider import deadline, decisionlog, logs, metrics
 from provider.config import MAX_CONFIG_BYTES, Config, load_config
 from provider.confignode import camel
 from provider.errors import (
@@ -39,6 +41,7 @@ from provider.executor import Clock, Engine, Outcome, utc_now
 from provider.limits import read_limited
 from provider.reference import parse_reference
 from provider.server import protocol
+from provider.server.budget import LoopLag, work_budget
 from provider.server.connections import GuardedAppRunner
 from provider.server.reload import ConfigReloader
 from provider.server.tls import ReloadingTLS
@@ -52,6 +55,7 @@ class ServerState:
     config_path: str | None = None
     tls: ReloadingTLS | None = None
     reloader: ConfigReloader | None = None
+    lag: LoopLag = field(default_factory=LoopLag)
     ready: bool = False
     last_reload_error: list[str] = field(default_factory=list)
 
@@ -166,65 +170,104 @@ async def handle_verify(request: web.Request) -> web.Response:
     state = request.app[STATE]
     started = time.monotonic()
     config = state.config
-    budget = config.server.verify_deadline
+    answer_due = config.server.verify_deadline
     endpoint = "verify"
     try:
-        async with asyncio.timeout(budget):
+        async with asyncio.timeout(answer_due):
             req = await _read_request(request, config)
     except TimeoutError:
         return _rejected(endpoint, started, RequestInvalidError("the request body did not arrive before the deadline"))
     except RequestInvalidError as exc:
         return _rejected(endpoint, started, exc)
-    key_times: dict[str, float] = {}
-
-    async def work(key: str) -> Outcome:
-        begun = time.monotonic()
-        try:
-            return await state.engine.verify_key(key)
-        finally:
-            key_times[key] = time.monotonic() - begun
-
-    with deadline.deadline_after(_remaining(started, budget)):
-        results, _ = await _run_keys(req.keys, _remaining(started, budget), work)
-    items: list[dict[str, Any]] = []
-    retry: dict[str, str] = {}
-    for key in req.keys:
-        outcome: Outcome | InternalError | None = results.get(key)
+    unique = list(dict.fromkeys(req.keys))
+    results: dict[str, Outcome | InternalError] = {}
+    cold: list[str] = []
+    engine = state.engine
+    for key in unique:
+        outcome = engine.cached_outcome(key)
         if outcome is None:
-            retry[key] = f"DEADLINE_EXCEEDED: not finished within {budget:.2f}s"
-            continue
-        if isinstance(outcome, InternalError):
-            retry[key] = str(outcome)
-            continue
-        if outcome.error is not None and outcome.error.transient:
-            retry[key] = str(outcome.error)
-            continue
-        if outcome.verdict is not None:
-            items.append(protocol.item(key, value=outcome.verdict.to_json()))
+            cold.append(key)
         else:
-            items.append(protocol.item(key, error=str(outcome.error)))
+            results[key] = outcome
+    key_times: dict[str, float] = {}
+    if cold:
+
+        async def work(key: str) -> Outcome:
+            begun = time.monotonic()
+            try:
+                return await engine.verify_key(key)
+            finally:
+                key_times[key] = time.monotonic() - begun
+
+        budget = work_budget(_remaining(started, answer_due), len(unique), state.lag.recent)
+        with deadline.deadline_after(budget):
+            done, _ = await _run_keys(cold, budget, work)
+        results.update(done)
+    return _answer_verify(state, config, req.keys, unique, results, key_times, started, answer_due)
+
+
+def _answer_verify(
+    state: ServerState,
+    config: Config,
+    keys: list[str],
+    unique: list[str],
+    results: dict[str, Outcome | InternalError],
+    key_times: dict[str, float],
+    started: float,
+    answer_due: float,
+) -> web.Response:
+    """Encode the ProviderResponse and account for it: metrics counted once per kind, one summary log line (per-key
+    lines at debug), the decision log."""
+    items: list[bytes] = []
+    retry: dict[str, str] = {}
+    for key in keys:
+        outcome = results.get(key)
+        if outcome is None:
+            retry[key] = f"DEADLINE_EXCEEDED: not finished within {answer_due:.2f}s"
+        elif isinstance(outcome, InternalError):
+            retry[key] = str(outcome)
+        elif outcome.error is not None and outcome.error.transient:
+            retry[key] = str(outcome.error)
+        elif outcome.verdict is not None:
+            items.append(protocol.encode_item(key, value=outcome.verdict.encoded()))
+        else:
+            items.append(protocol.encode_item(key, error=str(outcome.error)))
+    system_error = ""
+    if retry:
+        listed = "; ".join(f"{k}: {v}" for k, v in retry.items())
+        system_error = f"{len(retry)} of {len(unique)} keys not answered, retry: {listed}"
+    body = protocol.encode_response(items, system_error)
+
     decision_log = config.server.decision_log
     lines: list[str] = []
     stamp = decisionlog.timestamp() if decision_log.enabled else ""
-    request_id = str(structlog.contextvars.get_contextvars().get("request_id", "")) if decision_log.enabled else ""
-    for key in dict.fromkeys(req.keys):
+    request_id = str(structlog.contextvars.get_contextvars().get("request_id", ""))
+    per_key = logs.enabled(logging.DEBUG)
+    kinds: collections.Counter[str] = collections.Counter()
+    decisions: collections.Counter[tuple[str, str]] = collections.Counter()
+    cached = 0
+    now = time.monotonic()
+    for key in unique:
         outcome = results.get(key)
-        duration_ms = round(key_times.get(key, time.monotonic() - started) * 1000, 1)
+        result, code = _classify(outcome)
+        decisions[(result, code)] += 1
+        verdict = outcome.verdict if isinstance(outcome, Outcome) else None
+        was_cached = isinstance(outcome, Outcome) and outcome.cached
+        cached += was_cached
         if isinstance(outcome, Outcome):
             kind, fields = _summarise(outcome)
         else:
             kind, fields = "unfinished", {"error": retry.get(key)}
-        result, code = _classify(outcome)
-        metrics.keys(endpoint, kind).inc()
-        metrics.decisions(result, code).inc()
-        verdict = outcome.verdict if isinstance(outcome, Outcome) else None
+        kinds[kind] += 1
         if verdict is not None and not verdict.allowed:
             for requirement, reason in verdict.decision.unmet:
                 metrics.unmet_requirements(requirement, reason).inc()
+        if not (decision_log.enabled or per_key):
+            continue
+        duration_ms = round(key_times.get(key, 0.0 if was_cached else now - started) * 1000, 1)
         if decision_log.enabled:
             if verdict is not None:
-                assert isinstance(outcome, Outcome)
-                lines.append(decisionlog.verdict_line(stamp, request_id, key, verdict, outcome.cached, duration_ms))
+                lines.append(decisionlog.verdict_line(stamp, request_id, key, verdict, was_cached, duration_ms))
             else:
                 message = str(outcome.error) if isinstance(outcome, Outcome) else retry.get(key, "")
                 lines.append(
@@ -232,23 +275,26 @@ async def handle_verify(request: web.Request) -> web.Response:
                         stamp, request_id, key, result, code, message, config.generation, duration_ms
                     )
                 )
-        log.info(
-            "key_answered",
-            key=key,
-            outcome=kind,
-            cached=isinstance(outcome, Outcome) and outcome.cached,
-            duration_ms=duration_ms,
-            **fields,
-        )
+        if per_key:
+            log.debug("key_answered", key=key, outcome=kind, cached=was_cached, duration_ms=duration_ms, **fields)
     if lines:
         decisionlog.write(lines, decision_log.output)
-    system_error = ""
-    if retry:
-        listed = "; ".join(f"{k}: {v}" for k, v in retry.items())
-        system_error = f"{len(retry)} of {len(set(req.keys))} keys not answered, retry: {listed}"
-    metrics.requests(endpoint, "partial" if retry else "ok").inc()
-    metrics.request_latency(endpoint).observe(time.monotonic() - started)
-    return _json(protocol.response(items, system_error))
+    for kind, count in kinds.items():
+        metrics.keys("verify", kind).inc(count)
+    for (result, code), count in decisions.items():
+        metrics.decisions(result, code).inc(count)
+    elapsed = time.monotonic() - started
+    metrics.requests("verify", "partial" if retry else "ok").inc()
+    metrics.request_latency("verify").observe(elapsed)
+    log.info(
+        "request_answered",
+        endpoint="verify",
+        keys=len(unique),
+        cached=cached,
+        **{kind: kinds[kind] for kind in ("allowed", "denied", "error", "unfinished")},
+        duration_ms=round(elapsed * 1000, 1),
+    )
+    return web.Response(body=body, content_type="application/json")
 
 
 def _pinned_value(key: str, digest: str, keep_tag: bool) -> str:
@@ -290,33 +336,51 @@ async def handle_mutate(request: web.Request) -> web.Response:
             return DigestMismatchError(f"{key} resolves to {descriptor.digest}")
         return _pinned_value(key, descriptor.digest, config.server.mutate_keep_tag)
 
-    with deadline.deadline_after(_remaining(started, budget)):
-        results, _ = await _run_keys(req.keys, _remaining(started, budget), work)
-    items = []
+    unique = list(dict.fromkeys(req.keys))
+    work_seconds = work_budget(_remaining(started, budget), len(unique), state.lag.recent)
+    with deadline.deadline_after(work_seconds):
+        results, _ = await _run_keys(unique, work_seconds, work)
+    items: list[bytes] = []
     for key in req.keys:
         result = results.get(key)
         if result is None:
             result = DeadlineExceededError(f"not resolved within {budget:.2f}s")
         if isinstance(result, ProviderError):
-            items.append(protocol.item(key, error=str(result)))
+            items.append(protocol.encode_item(key, error=str(result)))
         else:
-            items.append(protocol.item(key, value=result))
-    failed = 0
-    for key in dict.fromkeys(req.keys):
+            items.append(protocol.encode_item(key, scalar=result))
+    body = protocol.encode_response(items)
+    pinned_count = 0
+    per_key = logs.enabled(logging.DEBUG)
+    for key in unique:
         result = results.get(key)
         pinned = isinstance(result, str)
-        failed += not pinned
-        metrics.keys(endpoint, "pinned" if pinned else "error").inc()
-        log.info(
-            "key_pinned" if pinned else "key_not_pinned",
-            key=key,
-            value=result if pinned else None,
-            error=None if pinned else str(result or "DEADLINE_EXCEEDED"),
-            duration_ms=round(key_times.get(key, time.monotonic() - started) * 1000, 1),
-        )
+        pinned_count += pinned
+        if per_key:
+            log.debug(
+                "key_pinned" if pinned else "key_not_pinned",
+                key=key,
+                value=result if pinned else None,
+                error=None if pinned else str(result or "DEADLINE_EXCEEDED"),
+                duration_ms=round(key_times.get(key, time.monotonic() - started) * 1000, 1),
+            )
+    failed = len(unique) - pinned_count
+    if pinned_count:
+        metrics.keys(endpoint, "pinned").inc(pinned_count)
+    if failed:
+        metrics.keys(endpoint, "error").inc(failed)
+    elapsed = time.monotonic() - started
     metrics.requests(endpoint, "partial" if failed else "ok").inc()
-    metrics.request_latency(endpoint).observe(time.monotonic() - started)
-    return _json(protocol.response(items))
+    metrics.request_latency(endpoint).observe(elapsed)
+    log.info(
+        "request_answered",
+        endpoint=endpoint,
+        keys=len(unique),
+        pinned=pinned_count,
+        not_pinned=failed,
+        duration_ms=round(elapsed * 1000, 1),
+    )
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _not_found(request: web.Request) -> web.Response:
@@ -467,6 +531,7 @@ class RefereeServer:
         metrics.CONFIG_LAST_RELOAD_OK.set(1)
         engine = self.state.engine
         metrics.PENDING.set_function(lambda: engine.pending)
+        self.state.lag.start()
         self.state.ready = True
         log.info(
             "server_started",
@@ -479,6 +544,7 @@ class RefereeServer:
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests (up to ``shutdownGrace``), then release everything."""
         self.state.ready = False
+        await self.state.lag.stop()
         if self._reloader is not None:
             self._reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

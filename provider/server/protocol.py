@@ -69,3 +69,28 @@ def response(items: list[dict[str, Any]], system_error: str = "", idempotent: bo
     if system_error:
         body["systemError"] = system_error
     return {"apiVersion": RESPONSE_API_VERSION, "kind": "ProviderResponse", "response": body}
+
+
+_dump = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_item(key: str, *, value: bytes | None = None, error: str | None = None, scalar: str | None = None) -> bytes:
+    """One item, encoded: ``value`` is already-encoded JSON (a verdict), ``scalar`` a string value (a pinned
+    reference), ``error`` an item error."""
+    if error:
+        return f'{{"key":{_dump(key)},"error":{_dump(error)}}}'.encode()
+    if scalar is not None:
+        return f'{{"key":{_dump(key)},"value":{_dump(scalar)}}}'.encode()
+    assert value is not None
+    return b'{"key":' + _dump(key).encode() + b',"value":' + value + b"}"
+
+
+def encode_response(items: list[bytes], system_error: str = "", idempotent: bool = True) -> bytes:
+    """The ProviderResponse :func:`response` describes, spliced from encoded items (each verdict is encoded once
+    and cached with it, so a warm answer costs no JSON encoding of verdicts)."""
+    if len(system_error) > MAX_SYSTEM_ERROR:
+        system_error = system_error[: MAX_SYSTEM_ERROR - 3] + "..."
+    head = f'{{"apiVersion":{_dump(RESPONSE_API_VERSION)},"kind":"ProviderResponse","response":{{"idempotent":'
+    head += "true" if idempotent else "false"
+    tail = f',"systemError":{_dump(system_error)}}}}}' if system_error else "}}"
+    return head.encode() + b',"items":[' + b",".join(items) + b"]" + tail.encode()

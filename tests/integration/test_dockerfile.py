@@ -1,7 +1,8 @@
 """The Dockerfile and .dockerignore, checked without a container engine: a small parser reads the
-instructions (comments, line continuations, exec and shell forms, stages) and the tests assert the
-properties the image must have: pinned base, numeric non-root user, no build tools in the final stage,
-``referee`` as the entrypoint, and a build context holding only what the build copies."""
+instructions (comments, line continuations, exec and shell forms, stages, global ``ARG`` defaults in ``FROM``) and
+the tests assert the properties the image must have: one pinned base for every stage, numeric non-root user, no
+build tools in the final stage, ``referee`` as the entrypoint, and a build context holding only what the build
+copies. tests/integration/test_image.py builds and runs the image for real."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class Stage:
     name: str | None
     index: int
     instructions: list[Instruction] = field(default_factory=list)
+    base_as_written: str = ""
 
     def all(self, keyword: str) -> list[Instruction]:
         return [i for i in self.instructions if i.keyword == keyword]
@@ -99,13 +101,18 @@ def parse_dockerfile(text: str) -> tuple[list[Instruction], list[Stage]]:
         keyword, _, args = joined.partition(" ")
         instructions.append(Instruction(keyword.upper(), args.strip(), start))
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
     for instruction in instructions:
-        if instruction.keyword == "FROM":
+        if instruction.keyword == "ARG" and not stages:
+            name, _, default = instruction.args.partition("=")
+            global_args[name.strip()] = default.strip()
+        elif instruction.keyword == "FROM":
             _, words = instruction.flags()
             name = words[2] if len(words) == 3 and words[1].lower() == "as" else None
             assert len(words) in (1, 3), instruction
-            stages.append(Stage(words[0], name, len(stages)))
-        elif instruction.keyword != "ARG" or stages:
+            base = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: global_args[m.group(1) or m.group(2)], words[0])
+            stages.append(Stage(base, name, len(stages), base_as_written=words[0]))
+        else:
             assert stages, f"line {instruction.line}: {instruction.keyword} before FROM"
             stages[-1].instructions.append(instruction)
     return instructions, stages
@@ -157,6 +164,12 @@ CMD serve --config /c
     instructions, parsed = parse_dockerfile(text)
     assert [i.keyword for i in instructions] == ["ARG", "FROM", "RUN", "FROM", "COPY", "USER", "ENTRYPOINT", "CMD"]
     assert [(s.base, s.name) for s in parsed] == [(f"python:3.11@sha256:{'a' * 64}", "build"), ("scratch", None)]
+    _, with_arg = parse_dockerfile(
+        "ARG BASE=python:3.11@sha256:%s\nFROM ${BASE} AS b\nARG X=1\nFROM $BASE" % ("b" * 64)
+    )
+    assert [s.base for s in with_arg] == [f"python:3.11@sha256:{'b' * 64}"] * 2
+    assert [s.base_as_written for s in with_arg] == ["${BASE}", "$BASE"]
+    assert with_arg[0].all("ARG")[0].args == "X=1"
     run = parsed[0].all("RUN")[0]
     assert run.args == "apt-get update && apt-get install -y gcc" and run.line == 5
     assert TOOLCHAIN.search(run.args)
@@ -188,9 +201,10 @@ def test_multi_stage_with_every_base_pinned_by_digest(stages: list[Stage]) -> No
     final = stages[-1]
     image = PINNED.match(final.base)
     assert image is not None and image.group("image").startswith("python:3.11-slim")
-    # the virtual environment copied from the builder needs the builder's interpreter
+    # the virtual environment copied from the builder needs the builder's interpreter: one BASE argument for both
     builder = next(s for s in stages if s.name and any(c.flags()[0].get("from") == s.name for c in final.all("COPY")))
     assert builder.base == final.base
+    assert builder.base_as_written == final.base_as_written == "${BASE}"
 
 
 def test_final_stage_runs_as_numeric_non_root_user(stages: list[Stage]) -> None:
@@ -248,9 +262,14 @@ def test_build_context_holds_only_what_the_build_copies(stages: list[Stage]) -> 
                 copied.extend(w.rstrip("/") for w in words[:-1])
     assert copied
     for source in copied:
-        assert (REPO / source).exists(), f"COPY {source}: not in the repository"
-        assert not dockerignore_excludes(patterns, source), f"COPY {source}: excluded by .dockerignore"
+        path = REPO / source
+        assert path.exists(), f"COPY {source}: not in the repository"
+        files = [f.relative_to(REPO).as_posix() for f in path.rglob("*") if f.is_file()] if path.is_dir() else [source]
+        assert any(not dockerignore_excludes(patterns, f) for f in files), f"COPY {source}: excluded by .dockerignore"
+    assert "wheelhouse" in copied
+    assert not dockerignore_excludes(patterns, "wheelhouse/aiohttp-3.14.5-cp311-cp311-manylinux2014_x86_64.whl")
     for path in (".git/HEAD", ".venv/bin/python", "tests/conftest.py", "helm/referee/values.yaml", "bench/x.py"):
         assert dockerignore_excludes(patterns, path), f"{path} would be sent to the builder"
+    assert dockerignore_excludes(patterns, "wheelhouse/notes.txt")
     for path in fnmatch.filter([p.relative_to(REPO).as_posix() for p in (REPO / "provider").rglob("*.py")], "*"):
         assert not dockerignore_excludes(patterns, path), path

@@ -1,0 +1,50 @@
+"""How long a request may work before it must start answering.
+
+The answer is due ``providerTimeout - deadlineMargin`` after the request arrived, but after the work stops there is
+still work to do: cancelling what did not finish, encoding every item, metrics and logs — in proportion to the
+batch — and, on a busy event loop, the wait before this request's code runs again at all. The budget reserves both:
+``PER_KEY_RESERVE`` per key and the event-loop lag measured over the last seconds (:class:`LoopLag`)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+PER_KEY_RESERVE = 0.00005
+MIN_BUDGET = 0.05
+
+
+class LoopLag:
+    """Samples how late a timer fires on this event loop; ``recent`` is the worst lag of the last ``window``
+    samples (``interval`` apart, 5 s by default)."""
+
+    def __init__(self, interval: float = 0.05, window: int = 100) -> None:
+        self._interval = interval
+        self._samples: collections.deque[float] = collections.deque(maxlen=window)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def recent(self) -> float:
+        return max(self._samples, default=0.0)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self._interval)
+            self._samples.append(max(0.0, loop.time() - before - self._interval))
+
+
+def work_budget(answer_due: float, keys: int, lag: float) -> float:
+    """Seconds of work left for a request whose answer is due in ``answer_due`` seconds."""
+    return max(min(MIN_BUDGET, answer_due), answer_due - lag - keys * PER_KEY_RESERVE)
