@@ -393,3 +393,12 @@ test_require_digest_spares_exempt_images_and_break_glass if {
   v := t.violation with input as run(glassed, parameters) with external_data as unreachable
   count(v) == 0
 }
+
+test_updates_of_an_object_being_deleted_are_not_checked if {
+  r := updated(["reg/app:1"], ["reg/app:1@sha256:0000000000000000000000000000000000000000000000000000000000000000"])
+  deleting := json.patch(r, [{"op": "add", "path": "/object/metadata/deletionTimestamp", "value": "2026-01-01T00:00:00Z"}])
+  v := t.violation with input as run(deleting, {"requireDigest": true}) with external_data as unreachable
+  count(v) == 0
+  live := t.violation with input as run(r, {"requireDigest": true}) with external_data as unreachable
+  count(live) == 1
+}

@@ -105,6 +105,7 @@ class RefereeInstall:
     port: int
     health_port: int
     applied: list[dict[str, Any]] = field(default_factory=list)
+    mutators: list[dict[str, Any]] = field(default_factory=list)
 
     # -- the process ---------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -129,13 +130,19 @@ class RefereeInstall:
         return [line for line in self.process.lines() if line.get("event") == event]
 
     # -- the cluster ---------------------------------------------------------------------------------------
-    def kubectl(self, *args: str, input: str | None = None) -> KubectlResult:  # noqa: A002
+    def kubectl(self, *args: str, input: str | None = None) -> KubectlResult:
         return self.chain.k(*args, input=input)
 
     def apply(self, documents: Iterable[Mapping[str, Any]]) -> None:
         docs = [copy.deepcopy(dict(d)) for d in documents]
         self.chain.k.apply(docs)
         self.applied.extend(docs)
+
+    def apply_mutators(self) -> None:
+        """Apply the chart's Assigns and wait until the mutation webhook uses each one."""
+        self.apply(self.mutators)
+        for doc in self.mutators:
+            wait_for_mutator(self.chain, doc["kind"], doc["metadata"]["name"])
 
     def apply_constraints(self, documents: Iterable[Mapping[str, Any]]) -> None:
         """Apply constraints and wait until the webhook enforces each one."""
@@ -204,9 +211,12 @@ def wait_for_mutator(chain: GatekeeperChain, kind: str, name: str) -> None:
     wait_until(f"mutator {kind}/{name} enforced", probe, READY_TIMEOUT, 0.2)
 
 
-def install_referee(chain: GatekeeperChain, workdir: Path, values: Mapping[str, Any]) -> RefereeInstall:
+def install_referee(
+    chain: GatekeeperChain, workdir: Path, values: Mapping[str, Any], *, with_mutators: bool = True
+) -> RefereeInstall:
     """Render the chart with ``values``, run Referee on the rendered container filesystem, apply the rendered
-    objects (Providers pointed at Referee), and wait until Gatekeeper uses every Provider, template and mutator."""
+    objects (Providers pointed at Referee), and wait until Gatekeeper uses every Provider, template and mutator.
+    ``with_mutators=False`` holds the Assigns back until :meth:`RefereeInstall.apply_mutators`."""
     assert chain.pki is not None
     with helm.Chart.load(CHART) as chart:
         rendered = render_chart(chart, values, release=RELEASE, namespace=GATEKEEPER_NAMESPACE)
@@ -247,9 +257,7 @@ def install_referee(chain: GatekeeperChain, workdir: Path, values: Mapping[str, 
         wait_for_provider(chain, doc["metadata"]["name"])
     for doc in rendered.all("ConstraintTemplate"):
         wait_for_template(chain, doc["metadata"]["name"], doc["spec"]["crd"]["spec"]["names"]["kind"])
-    assigns = [d for d in docs if d["kind"] == "Assign"]
-    if assigns:
-        install.apply(assigns)
-        for doc in assigns:
-            wait_for_mutator(chain, "Assign", doc["metadata"]["name"])
+    install.mutators = [d for d in docs if d["kind"] == "Assign"]
+    if with_mutators:
+        install.apply_mutators()
     return install
