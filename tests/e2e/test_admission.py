@@ -244,7 +244,8 @@ def test_a_re_signed_image_is_admitted_once_the_response_cache_expired_and_not_b
         return cluster.run(image.ref).ok
 
     wait_until("the re-signed image to be admitted", admitted_now, GATEKEEPER_CACHE_TTL * 3, 1.0)
-    assert time.monotonic() - first_denial >= GATEKEEPER_CACHE_TTL
+    # Gatekeeper keeps the receive time in whole seconds, so an entry may expire up to a second early.
+    assert time.monotonic() - first_denial >= GATEKEEPER_CACHE_TTL - 1
 
 
 # -- issue #22: ephemeral containers, UPDATE, deletes -----------------------------------------------------------
