@@ -111,9 +111,12 @@ def test_unsigned_images_hidden_in_init_containers_and_pod_templates_are_denied(
 def test_referee_stopped_denies_and_only_a_digest_verified_moments_ago_is_admitted(
     cluster: Cluster, running_referee: RefereeInstall
 ) -> None:
-    cached, fresh = cluster.push("cached"), cluster.push("fresh")
+    cached, fresh, by_digest = cluster.push("cached"), cluster.push("fresh"), cluster.push("by-digest")
     admitted(cluster.run(cached.ref))
     running_referee.stop()
+    # Already pinned by the user, so requireDigest has nothing to say: only the template's system_error rule denies.
+    message = denied(cluster.run(by_digest.pinned))
+    assert f"{VALIDATION}: {UNAVAILABLE}" in message and NOT_PINNED not in message
     message = denied(cluster.run(fresh.ref))
     assert f"{VALIDATION}: {UNAVAILABLE}" in message
     assert f"[verified-images] image {fresh.ref} {NOT_PINNED}" in message
