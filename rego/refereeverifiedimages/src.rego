@@ -46,11 +46,10 @@ object_name := name if {
 
 template_kinds := {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job"}
 
-pod_specs contains obj.spec if kind == "Pod"
-
-pod_specs contains obj.spec.template.spec if kind in template_kinds
-
-pod_specs contains obj.spec.jobTemplate.spec.template.spec if kind == "CronJob"
+pod_specs_of(o) := {spec | kind == "Pod"; spec := o.spec} | {spec |
+  kind in template_kinds
+  spec := o.spec.template.spec
+} | {spec | kind == "CronJob"; spec := o.spec.jobTemplate.spec.template.spec}
 
 override_metadata contains obj.metadata
 
@@ -58,13 +57,22 @@ override_metadata contains obj.spec.template.metadata if kind in template_kinds
 
 override_metadata contains obj.spec.jobTemplate.spec.template.metadata if kind == "CronJob"
 
-images contains image if {
-  some spec in pod_specs
+images_of(o) := {image |
+  some spec in pod_specs_of(o)
   some field in ["containers", "initContainers", "ephemeralContainers"]
   some container in object.get(spec, field, [])
   image := container.image
   is_string(image)
 }
+
+images := images_of(obj)
+
+# On UPDATE only the images the update brings in are checked. The others were checked when they came in (or
+# predate the constraint, and audit reports them), so updates that leave images alone (labels, a controller
+# removing a finalizer while the object is deleted) never depend on Referee being reachable.
+previous_images := images_of(input.review.oldObject) if {
+  input.review.operation == "UPDATE"
+} else := set()
 
 # An exact value, or a prefix when the pattern ends in `*` (gatekeeper-library's exemptImages semantics).
 pattern_matches(value, pattern) if {
@@ -107,9 +115,33 @@ break_glass_active if count(break_glass_reasons) > 0
 
 report_mode if break_glass.report == true
 
+# An object being deleted only waits for its finalizers to go: nothing it does then is checked, so controllers
+# can always finish a delete (the Assigns may still rewrite its images on that update; that starts nothing).
+deleting if {
+  input.review.operation == "UPDATE"
+  obj.metadata.deletionTimestamp
+}
+
 checked_images contains image if {
+  not deleting
   some image in images
+  not image in previous_images
   not image_exempt(image)
+}
+
+# With the Assigns (gatekeeper/mutation) every tag is pinned before validation; requireDigest denies an image
+# they left unpinned (the Assigns use failurePolicy Ignore, so Referee outages and exemptions pass them).
+pinned(image) if regex.match(`@sha256:[a-f0-9]{64}$`, image)
+
+pinned(image) if regex.match(`@sha512:[a-f0-9]{128}$`, image)
+
+problems contains {"image": image, "msg": msg} if {
+  param("requireDigest", false) == true
+  some image in checked_images
+  not pinned(image)
+  msg := sprintf("image %v is not pinned to a digest: the referee-mutate Assigns could not resolve it (requireDigest)", [
+    image,
+  ])
 }
 
 keys := [image | some image in checked_images]

@@ -336,3 +336,69 @@ test_break_glass_report_when_nothing_was_overridden if {
   [msg] := [x.msg | some x in v]
   endswith(msg, "overridden: nothing (every image passed)")
 }
+
+# -- UPDATE and requireDigest ---------------------------------------------------------------------------------------
+
+updated(old_images, new_images) := object.union(pod(new_images), {
+  "operation": "UPDATE",
+  "oldObject": pod(old_images).object,
+})
+
+only_unsigned_keys(request) := answer(request) if {
+  every key in request.keys {
+    contains(key, "unsigned-new")
+  }
+} else := unreachable
+
+test_update_that_keeps_the_images_makes_no_call if {
+  r := updated(["reg/unsigned:1", "reg/app:1"], ["reg/unsigned:1", "reg/app:1"])
+  v := t.violation with input as run(r, {"requireDigest": true}) with external_data as unreachable
+  count(v) == 0
+}
+
+test_update_checks_only_the_images_it_brings_in if {
+  r := updated(["reg/app:1"], ["reg/app:1", "reg/unsigned-new:2"])
+  v := t.violation with input as run(r, {}) with external_data as only_unsigned_keys
+  msgs(v) == {"image reg/unsigned-new:2 is not verified by Referee: signature does not verify"}
+}
+
+test_update_without_old_object_checks_every_image if {
+  r := object.union(pod(["reg/app:1"]), {"operation": "UPDATE"})
+  v := t.violation with input as run(r, {}) with external_data as unreachable
+  count(v) == 1
+}
+
+test_create_ignores_an_old_object if {
+  r := object.union(pod(["reg/unsigned:1"]), {"oldObject": pod(["reg/unsigned:1"]).object})
+  v := t.violation with input as run(r, {}) with external_data as answer
+  count(v) == 1
+}
+
+test_require_digest_denies_tags_only_when_set if {
+  digest := concat("", ["reg/app:1@sha256:", concat("", [hex | some _ in numbers.range(1, 32); hex := "ab"])])
+  mixed := pod(["reg/app:1", digest])
+  off := t.violation with input as run(mixed, {}) with external_data as answer
+  count(off) == 0
+  on := t.violation with input as run(mixed, {"requireDigest": true}) with external_data as answer
+  msgs(on) == {
+    "image reg/app:1 is not pinned to a digest: the referee-mutate Assigns could not resolve it (requireDigest)",
+  }
+}
+
+test_require_digest_spares_exempt_images_and_break_glass if {
+  parameters := {"requireDigest": true, "exemptImages": ["registry.k8s.io/pause:*"], "breakGlass": {"enabled": true}}
+  exempt := t.violation with input as run(pod(["registry.k8s.io/pause:3.10"]), parameters) with external_data as answer
+  count(exempt) == 0
+  glassed := annotated(pod(["reg/app:1"]), glass)
+  v := t.violation with input as run(glassed, parameters) with external_data as unreachable
+  count(v) == 0
+}
+
+test_updates_of_an_object_being_deleted_are_not_checked if {
+  r := updated(["reg/app:1"], ["reg/app:1@sha256:0000000000000000000000000000000000000000000000000000000000000000"])
+  deleting := json.patch(r, [{"op": "add", "path": "/object/metadata/deletionTimestamp", "value": "2026-01-01T00:00:00Z"}])
+  v := t.violation with input as run(deleting, {"requireDigest": true}) with external_data as unreachable
+  count(v) == 0
+  live := t.violation with input as run(r, {"requireDigest": true}) with external_data as unreachable
+  count(live) == 1
+}

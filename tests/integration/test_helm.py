@@ -12,7 +12,6 @@ parse (key, certificate, password) makes the check fail, exactly as ``referee se
 from __future__ import annotations
 
 import base64
-import copy
 import datetime as dt
 import json
 import shutil
@@ -36,6 +35,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from provider.config import load_config, load_config_bytes
 from provider.errors import ConfigError
 from provider.server.tls import build_server_context
+from tests.support.chart import (
+    Rendered,
+    Sources,
+    materialize,
+    merged,
+    rebase,
+    secret_data,
+)
+from tests.support.chart import render_chart as _render_chart
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "referee"
@@ -49,55 +57,6 @@ CRD_KINDS = frozenset(
 CLIENT_CA_SECRET = "gatekeeper-webhook-server-cert"
 BASE: dict[str, Any] = {"gatekeeper": {"clientCA": {"secretName": CLIENT_CA_SECRET}}}
 
-helm.disable_logging()  # Helm logs an INFO line for the files/gatekeeper link on every load
-
-
-def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge value layers (later wins; lists are replaced)."""
-    out: dict[str, Any] = {}
-    for layer in layers:
-        for key, val in layer.items():
-            if isinstance(val, Mapping) and isinstance(out.get(key), dict):
-                out[key] = merged(out[key], val)
-            else:
-                out[key] = copy.deepcopy(val)
-    return out
-
-
-@dataclass
-class Rendered:
-    docs: list[dict[str, Any]]
-    notes: str
-
-    def all(self, kind: str) -> list[dict[str, Any]]:
-        return [d for d in self.docs if d["kind"] == kind]
-
-    def find(self, kind: str, name: str) -> dict[str, Any] | None:
-        return next((d for d in self.all(kind) if d["metadata"]["name"] == name), None)
-
-    def one(self, kind: str, name: str | None = None) -> dict[str, Any]:
-        found = [d for d in self.all(kind) if name is None or d["metadata"]["name"] == name]
-        assert len(found) == 1, f"expected one {kind} {name or ''}, got {[d['metadata']['name'] for d in found]}"
-        return found[0]
-
-    @property
-    def kinds(self) -> list[str]:
-        return sorted(d["kind"] for d in self.docs)
-
-    def config(self) -> dict[str, Any]:
-        doc: dict[str, Any] = yaml.safe_load(self.one("ConfigMap", f"{RELEASE}-config")["data"]["referee.yaml"])
-        return doc
-
-    def pod(self) -> dict[str, Any]:
-        spec: dict[str, Any] = self.one("Deployment")["spec"]["template"]["spec"]
-        return spec
-
-    def container(self) -> dict[str, Any]:
-        containers = self.pod()["containers"]
-        assert len(containers) == 1
-        c: dict[str, Any] = containers[0]
-        return c
-
 
 @pytest.fixture(scope="module")
 def chart() -> Iterator[helm.Chart]:
@@ -106,15 +65,7 @@ def chart() -> Iterator[helm.Chart]:
 
 
 def render_chart(chart: helm.Chart, values: Mapping[str, Any], namespace: str = NS) -> Rendered:
-    out = chart.render(dict(values), name=RELEASE, namespace=namespace)
-    docs: list[dict[str, Any]] = []
-    notes = ""
-    for path, text in out.items():
-        if path.endswith("NOTES.txt"):
-            notes = text
-            continue
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
-    return Rendered(docs, notes)
+    return _render_chart(chart, values, release=RELEASE, namespace=namespace)
 
 
 def render(chart: helm.Chart, *layers: Mapping[str, Any], namespace: str = NS) -> Rendered:
@@ -134,10 +85,6 @@ def pem_cert(data: bytes | str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(data.encode() if isinstance(data, str) else data)
 
 
-def secret_data(secret: Mapping[str, Any]) -> dict[str, bytes]:
-    return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-
-
 def check_provider(provider: Mapping[str, Any]) -> x509.Certificate:
     """The Provider as Gatekeeper validates it (frameworks' externaldata cache.go); returns the caBundle cert."""
     assert provider["apiVersion"] == "externaldata.gatekeeper.sh/v1beta1"
@@ -147,93 +94,6 @@ def check_provider(provider: Mapping[str, Any]) -> x509.Certificate:
     assert spec["url"].startswith("https://")
     assert isinstance(spec["timeout"], int) and spec["timeout"] >= 1
     return pem_cert(base64.b64decode(spec["caBundle"], validate=True))
-
-
-# -- the pod's filesystem ------------------------------------------------------------------------------
-
-
-Sources = dict[tuple[str, str], dict[str, bytes]]
-
-
-def _source(rendered: Rendered, external: Sources, kind: str, name: str) -> dict[str, bytes]:
-    doc = rendered.find(kind, name)
-    if doc is None:
-        assert (kind, name) in external, f"{kind} {name} is neither rendered by the chart nor provided by the test"
-        return external[(kind, name)]
-    if kind == "Secret":
-        return secret_data(doc)
-    return {k: v.encode() for k, v in (doc.get("data") or {}).items()}
-
-
-def _project(data: Mapping[str, bytes], items: list[dict[str, str]] | None) -> dict[str, bytes]:
-    if items is None:
-        return dict(data)
-    out = {}
-    for item in items:
-        assert item["key"] in data, f"key {item['key']!r} is not in the source (has {sorted(data)})"
-        out[item["path"]] = data[item["key"]]
-    return out
-
-
-def _volume_files(volume: Mapping[str, Any], rendered: Rendered, external: Sources) -> dict[str, bytes]:
-    if "configMap" in volume:
-        cm = volume["configMap"]
-        return _project(_source(rendered, external, "ConfigMap", cm["name"]), cm.get("items"))
-    if "secret" in volume:
-        sec = volume["secret"]
-        return _project(_source(rendered, external, "Secret", sec["secretName"]), sec.get("items"))
-    if "projected" in volume:
-        files: dict[str, bytes] = {}
-        for src in volume["projected"]["sources"]:
-            kind, body = ("Secret", src["secret"]) if "secret" in src else ("ConfigMap", src["configMap"])
-            files.update(_project(_source(rendered, external, kind, body["name"]), body.get("items")))
-        return files
-    assert "emptyDir" in volume, volume
-    return {}
-
-
-def materialize(rendered: Rendered, root: Path, external: Sources) -> dict[str, Path]:
-    """Write every volumeMount of the referee container under ``root``; returns mountPath -> directory.
-
-    ConfigMap, Secret and projected volumes get the kubelet's atomic-writer layout: the files live in a
-    timestamped directory, ``..data`` links to it and each top-level entry is a symbolic link through
-    ``..data`` (so a reader that refuses symbolic links fails here as it would in the pod)."""
-    volumes = {v["name"]: v for v in rendered.pod()["volumes"]}
-    mounts: dict[str, Path] = {}
-    for mount in rendered.container()["volumeMounts"]:
-        target = root / mount["mountPath"].lstrip("/")
-        target.mkdir(parents=True)
-        volume = volumes[mount["name"]]
-        files = _volume_files(volume, rendered, external)
-        if "emptyDir" not in volume:
-            payload = target / "..2026_01_01_00_00_00.000000001"
-            payload.mkdir()
-            (target / "..data").symlink_to(payload.name)
-            for top in sorted({rel.split("/", 1)[0] for rel in files}):
-                (target / top).symlink_to(f"..data/{top}")
-            base = payload
-        else:
-            base = target
-        for rel, data in files.items():
-            assert not rel.startswith("/") and ".." not in rel.split("/"), rel
-            path = base / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        mounts[mount["mountPath"]] = target
-    return mounts
-
-
-def _rebase(node: Any, mounts: Mapping[str, Path]) -> Any:
-    if isinstance(node, dict):
-        return {k: _rebase(v, mounts) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_rebase(v, mounts) for v in node]
-    if isinstance(node, str) and node.startswith("/"):
-        for mount_path in sorted(mounts, key=len, reverse=True):
-            base = mount_path.rstrip("/")
-            if node == base or node.startswith(base + "/"):
-                return str(mounts[mount_path]) + node[len(base) :]
-    return node
 
 
 @dataclass
@@ -249,13 +109,13 @@ def check_in_pod(rendered: Rendered, root: Path, external: Sources) -> PodConfig
     args = rendered.container()["args"]
     config_arg = next(a for a in args if a.startswith("--config="))
     in_pod = config_arg.split("=", 1)[1]
-    on_disk = _rebase(in_pod, mounts)
+    on_disk = rebase(in_pod, mounts)
     assert on_disk != in_pod, f"--config {in_pod} is not under any volumeMount"
     document = yaml.safe_load(Path(on_disk).read_text())
     assert document == rendered.config()
     checked = root / "checked" / "referee.yaml"
     checked.parent.mkdir()
-    checked.write_text(yaml.safe_dump(_rebase(document, mounts), sort_keys=False))
+    checked.write_text(yaml.safe_dump(rebase(document, mounts), sort_keys=False))
     result = subprocess.run(
         [str(REFEREE), "config", "check", str(checked)], capture_output=True, text=True, timeout=60, check=False
     )

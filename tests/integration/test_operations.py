@@ -6,13 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +18,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import SignedSet, cosign_config
 from tests.support.content import Auth, cosign_sign_legacy, make_image, push_image
-from tests.support.referee import Pki, items_by_key, provider_request, server_section, write_config
+from tests.support.referee import (
+    Pki,
+    RefereeProcess,
+    items_by_key,
+    provider_request,
+    server_section,
+    write_config,
+)
 from tests.support.referrers_proxy import ReferrersProxy
 from tests.support.registry import RegistryProcess
-
-REFEREE = Path(sys.executable).parent / "referee"
-STARTUP_TIMEOUT = 20.0
 
 # Lines a running server writes outside any ProviderRequest. Every other line must carry a request id.
 PROCESS_EVENTS = frozenset(
@@ -46,80 +46,6 @@ PROCESS_EVENTS = frozenset(
 )
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@dataclass
-class RefereeProcess:
-    """``referee --log-level debug serve --config FILE`` as a child process; stderr goes to ``log_path``."""
-
-    config_path: Path
-    log_path: Path
-    home: Path
-    proc: subprocess.Popen[bytes] | None = None
-    port: int = 0
-    health_port: int = 0
-    _log: Any = field(default=None, repr=False)
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SSL_CERT_", "REQUESTS_CA", "CURL_CA"))}
-        env["HOME"] = str(self.home)
-        env.pop("DOCKER_CONFIG", None)
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [str(REFEREE), "--log-level", "debug", "serve", "--config", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-            env=env,
-        )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            started = [line for line in self.lines() if line.get("event") == "server_started"]
-            if started:
-                self.port, self.health_port = int(started[0]["port"]), int(started[0]["health_port"])
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"referee serve exited with {self.proc.returncode}: {self.raw_log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"referee serve did not start within {STARTUP_TIMEOUT}s: {self.raw_log()}")
-
-    def raw_log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def lines(self) -> list[dict[str, Any]]:
-        """Every complete stderr line, parsed: the log is JSON lines and nothing else."""
-        out = []
-        for raw in self.raw_log().splitlines():
-            if not raw.strip():
-                continue
-            doc = json.loads(raw)
-            assert isinstance(doc, dict), raw
-            out.append(doc)
-        return out
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.health_port}"
-
-    def terminate(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 @pytest.fixture

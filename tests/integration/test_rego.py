@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -582,7 +583,11 @@ def test_every_gatekeeper_yaml_parses_and_validates_against_the_crds() -> None:
     for path, doc in _documents():
         rel = path.relative_to(ROOT)
         assert isinstance(doc, dict), rel
-        if path.name == "provider-answers.yaml":
+        if path.name == "gatekeeper-values.yaml":
+            kind = "gatekeeper-values"
+            rules = doc["mutatingWebhookCustomRules"]
+            assert any("pods/ephemeralcontainers" in rule["resources"] for rule in rules), rel
+        elif path.name == "provider-answers.yaml":
             kind = "provider-answers"
             assert all(set(answer) in ({"value"}, {"error"}) for answer in doc.values()), rel
         elif str(doc.get("apiVersion", "")).startswith("constraints.gatekeeper.sh/"):
@@ -591,6 +596,9 @@ def test_every_gatekeeper_yaml_parses_and_validates_against_the_crds() -> None:
         elif doc.get("kind") in WORKLOADS:
             kind = "sample object"
             assert path.parent.parent.name == "samples" and path.name.startswith("example_"), rel
+        elif doc.get("kind") in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+            kind = "admission policy"
+            kubernetes_validate.validate(doc, "1.30.0", strict=True)
         else:
             kind = doc.get("kind", "?")
             assert kind in schemas, f"{rel}: unexpected {kind}"
@@ -599,20 +607,22 @@ def test_every_gatekeeper_yaml_parses_and_validates_against_the_crds() -> None:
     assert seen == {
         "ConstraintTemplate": 2,
         "Provider": 2,
-        "Assign": 9,
+        "Assign": 7,
         "constraint": 3,
         "sample object": 6,
         "provider-answers": 2,
+        "gatekeeper-values": 1,
+        "admission policy": 2,
     }
 
 
 def test_strict_validation_catches_a_misspelt_field() -> None:
     assign = yaml.safe_load((GATEKEEPER / "mutation" / "assign-pod-containers.yaml").read_text())
-    assign["spec"]["parameters"]["assign"]["externalData"]["failurepolicy"] = "Fail"
+    assign["spec"]["parameters"]["assign"]["externalData"]["failurepolicy"] = "Ignore"
     with pytest.raises(jsonschema.ValidationError, match="failurepolicy"):
         jsonschema.validate(assign, _crd("assign-v1.yaml"))
     constraint = yaml.safe_load((GATEKEEPER / "samples" / VERIFIED / "constraint.yaml").read_text())
-    constraint["spec"]["parameters"]["breakGlass"]["enable"] = True
+    constraint["spec"]["parameters"]["breakGlass"] = {"enable": True}
     with pytest.raises(jsonschema.ValidationError, match="enable"):
         jsonschema.validate(constraint, _constraint_schema(_template_schemas()["RefereeVerifiedImages"]))
 
@@ -632,7 +642,7 @@ def test_providers_and_assigns_cover_every_pod_spec_location() -> None:
         assert spec["parameters"]["assign"]["externalData"] == {
             "provider": "referee-mutate",
             "dataSource": "ValueAtLocation",
-            "failurePolicy": "Fail",
+            "failurePolicy": "Ignore",
         }
         assert {"gatekeeper-system", "referee-system"} <= set(spec["match"]["excludedNamespaces"])
         applied = {kind for entry in spec["applyTo"] for kind in entry["kinds"]}
@@ -644,10 +654,12 @@ def test_providers_and_assigns_cover_every_pod_spec_location() -> None:
         assert location is not None, spec["location"]
         covered.update((kind, location.group(1), location.group(2)) for kind in applied)
     paths = {"Pod": "spec", "CronJob": "spec.jobTemplate.spec.template.spec"}
+    # Only a Pod holds ephemeral containers (added through the pods/ephemeralcontainers subresource).
     expected = {
         (kind, paths.get(kind, "spec.template.spec"), field)
         for kind in WORKLOADS
         for field in ("containers", "initContainers", "ephemeralContainers")
+        if kind == "Pod" or field != "ephemeralContainers"
     }
     assert covered == expected
 
@@ -718,7 +730,7 @@ def test_break_glass_report_sample_warns_only_for_the_override() -> None:
     report = "constraint-break-glass-report.yaml"
     for example in sorted((GATEKEEPER / "samples" / VERIFIED).glob("example_*.yaml")):
         violations = _sample_violations(VERIFIED, example.name, report)
-        if example.name == "example_allowed_break_glass.yaml":
+        if example.name == "example_disallowed_break_glass.yaml":
             [warning] = violations
             assert warning["msg"].startswith(
                 'break-glass override referee.dev/break-glass="INC-4711: CI down, hotfix approved by on-call" '

@@ -7,9 +7,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
+import signal
 import ssl
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,8 @@ from provider.executor import Clock, utc_now
 from provider.server.app import RefereeServer
 
 PROVIDER_API = "externaldata.gatekeeper.sh/v1beta1"
+REFEREE = Path(sys.executable).parent / "referee"
+STARTUP_TIMEOUT = 30.0
 
 
 @dataclass
@@ -196,3 +203,82 @@ def write_layout(directory: Path, manifests: list[tuple[bytes, str, str | None]]
     (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
     return directory
+
+
+@dataclass
+class RefereeProcess:
+    """``referee --log-level LEVEL serve --config FILE`` as a child process; stderr goes to ``log_path``.
+
+    Started with ``HOME`` set to ``home`` and without the CA environment variables; ``port``/``health_port`` come
+    from the ``server_started`` log line. Stopped by its PID (SIGTERM, then SIGKILL)."""
+
+    config_path: Path
+    log_path: Path
+    home: Path
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    health_port: int = 0
+    log_level: str = "debug"
+    _log: Any = field(default=None, repr=False)
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SSL_CERT_", "REQUESTS_CA", "CURL_CA"))}
+        env["HOME"] = str(self.home)
+        env.pop("DOCKER_CONFIG", None)
+        before = sum(line.get("event") == "server_started" for line in self.lines()) if self.log_path.exists() else 0
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(REFEREE), "--log-level", self.log_level, "serve", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            env=env,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            started = [line for line in self.lines() if line.get("event") == "server_started"]
+            if len(started) > before:
+                self.port, self.health_port = int(started[-1]["port"]), int(started[-1]["health_port"])
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"referee serve exited with {self.proc.returncode}: {self.raw_log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"referee serve did not start within {STARTUP_TIMEOUT}s: {self.raw_log()}")
+
+    def raw_log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every complete stderr line, parsed: the log is JSON lines and nothing else."""
+        out = []
+        for raw in self.raw_log().splitlines():
+            if not raw.strip():
+                continue
+            doc = json.loads(raw)
+            assert isinstance(doc, dict), raw
+            out.append(doc)
+        return out
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}"
+
+    def terminate(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
