@@ -130,3 +130,11 @@ class RequestInvalidError(ProviderError):
     """A ProviderRequest that cannot be served at all."""
 
     code = "REQUEST_INVALID"
+
+
+class CredentialProviderError(ProviderError):
+    """A kubelet credential provider plugin failed, timed out or answered something unusable: retry later.
+    The message never carries the plugin's output (it may hold secrets)."""
+
+    code = "CREDENTIAL_PROVIDER_FAILED"
+    transient = True

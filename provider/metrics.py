@@ -53,3 +53,9 @@ CONFIG_RELOADS = Counter(
 CONFIG_GENERATION = Gauge(
     "referee_config_info", "The configuration generation in force.", ["generation"], registry=REGISTRY
 )
+CREDENTIAL_PROVIDER_EXECS = Counter(
+    "referee_credential_provider_execs_total",
+    "Runs of kubelet credential provider plugins, by provider and outcome (success, error).",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
