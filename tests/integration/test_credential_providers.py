@@ -495,3 +495,21 @@ async def test_the_request_deadline_bounds_the_wait_but_not_the_run(
     await _until(lambda: len(plugin.control.runs()) == 1, "the plugin to start")
     (run,) = plugin.control.runs()
     await _until(lambda: not _alive(run["pid"]), "the plugin process to be killed")
+
+
+@pytest.mark.parametrize("version", ["v1beta1", "v1alpha1"])
+async def test_older_api_versions(private: Private, plugin: Setup, client_factory: Any, version: str) -> None:
+    plugin.control.set(cacheKeyType="Registry", auth=private.good_auth)
+    config = provider_config(
+        plugin.directory,
+        plugin.control,
+        [private.host],
+        api_version=f"credentialprovider.kubelet.k8s.io/{version}",
+        config_api_version=f"kubelet.config.k8s.io/{version}",
+    )
+    client = client_factory(
+        registries(private, credentialProviders={"config": str(config), "binDir": str(plugin.bin_dir)})
+    )
+    await client.resolve(ref(private.ref("creds/app")))
+    (run,) = plugin.control.runs()
+    assert run["apiVersion"] == f"credentialprovider.kubelet.k8s.io/{version}"
