@@ -204,7 +204,7 @@ def normalise_registry_key(key: str) -> str:
 
 
 def _parse_docker_config(node: Node) -> tuple[dict[str, Credentials], frozenset[str], tuple[CredentialEntry, ...]]:
-    from provider.registry.credential_config import read_docker_config
+    from provider.registry.credential_config import read_docker_config  # local: it imports this module
 
     path = node.string("docker_config", None)
     if path is None:
@@ -219,7 +219,7 @@ def _parse_docker_config(node: Node) -> tuple[dict[str, Credentials], frozenset[
 
 
 def _parse_registries(node: Node) -> RegistriesConfig:
-    from provider.registry import credential_config
+    from provider.registry import credential_config  # local: it imports this module
 
     allow = node.str_list("allow")
     docker_credentials, helpers, docker_entries = _parse_docker_config(node)
