@@ -6,10 +6,7 @@ camelCase; attributes are snake_case; the conversion happens only in :mod:`provi
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fnmatch
-import json
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +18,7 @@ from provider.confignode import Node, Problems, Secret
 from provider.errors import ConfigError
 from provider.files import read_regular
 from provider.policies.base import PolicySpec, policy_types
+from provider.registry.matching import ImagePattern
 from provider.stores.base import StoreSpec, store_types
 from provider.verifiers.base import VerifierSpec, verifier_types
 
@@ -34,6 +32,50 @@ class Credentials:
     password: Secret | None = None
     identity_token: Secret | None = None
     registry_token: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialEntry:
+    """Static credentials for images matching ``pattern`` (a pull secret or ``config.json`` ``auths`` key);
+    ``source`` names where they came from (``registries.pullSecrets[1]``), for messages."""
+
+    pattern: ImagePattern
+    credentials: Credentials
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAttributes:
+    """A provider's ``tokenAttributes``: the plugin wants Referee's service-account token for ``audience``."""
+
+    audience: str
+    require_service_account: bool
+    cache_type: str
+    required_annotation_keys: tuple[str, ...] = ()
+    optional_annotation_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialProviderSpec:
+    """One ``providers[]`` entry of a kubelet ``CredentialProviderConfig``, resolved against Referee's settings."""
+
+    name: str
+    executable: str
+    match_images: tuple[ImagePattern, ...]
+    default_cache_duration: float
+    api_version: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    token_attributes: TokenAttributes | None = None
+    token_file: str | None = None
+    service_account_annotations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialProvidersConfig:
+    providers: tuple[CredentialProviderSpec, ...]
+    exec_timeout: float = 10.0
+    max_output_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +100,8 @@ class RegistriesConfig:
     max_attempts: int = 3
     referrers_api_memory: float = 3600.0
     cosign_legacy_tags: bool = True
+    credential_entries: tuple[CredentialEntry, ...] = ()
+    credential_providers: CredentialProvidersConfig | None = None
 
     def host_config(self, host: str) -> RegistryHostConfig:
         for h in self.hosts:
@@ -173,58 +217,19 @@ def normalise_registry_key(key: str) -> str:
     return host
 
 
-def _parse_docker_config(node: Node) -> tuple[dict[str, Credentials], frozenset[str]]:
+def _parse_docker_config(node: Node) -> tuple[dict[str, Credentials], frozenset[str], tuple[CredentialEntry, ...]]:
+    from provider.registry.credential_config import read_docker_config  # local: it imports this module
+
     path = node.string("docker_config", None)
     if path is None:
-        return {}, frozenset()
+        return {}, frozenset(), ()
     field_path = node.child_path("dockerConfig")
-    data = node.problems.read_file(path, field_path, max_bytes=1024 * 1024)
-    if data is None:
-        return {}, frozenset()
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        node.problems.add(field_path, f"{path} is not JSON: {exc}")
-        return {}, frozenset()
-    if not isinstance(doc, dict):
-        node.problems.add(field_path, f"{path}: expected a JSON object")
-        return {}, frozenset()
-    auths = doc.get("auths", doc if ".dockercfg" in path else {})
-    if ".dockerconfigjson" in doc:
-        inner = doc[".dockerconfigjson"]
-        if not isinstance(inner, dict):
-            node.problems.add(field_path, f"{path}: .dockerconfigjson must be an object (decode the Secret first)")
-            return {}, frozenset()
-        auths = inner.get("auths", {})
-    creds: dict[str, Credentials] = {}
-    if not isinstance(auths, dict):
-        node.problems.add(field_path, f"{path}: auths must be an object")
-        return {}, frozenset()
-    for key, entry in auths.items():
-        if not isinstance(entry, dict):
-            node.problems.add(field_path, f"{path}: auths[{key!r}] must be an object")
-            continue
-        username, password = entry.get("username"), entry.get("password")
-        if isinstance(entry.get("auth"), str) and entry["auth"]:
-            try:
-                username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                node.problems.add(field_path, f"{path}: auths[{key!r}].auth is not base64 of user:password")
-                continue
-        identity = entry.get("identitytoken")
-        registry_token = entry.get("registrytoken")
-        creds[normalise_registry_key(key)] = Credentials(
-            username=username if isinstance(username, str) and username else None,
-            password=Secret(password) if isinstance(password, str) and password else None,
-            identity_token=Secret(identity) if isinstance(identity, str) and identity else None,
-            registry_token=Secret(registry_token) if isinstance(registry_token, str) and registry_token else None,
-        )
-    helpers = set()
-    for key in doc.get("credHelpers") or {}:
-        helpers.add(normalise_registry_key(key))
-    if doc.get("credsStore"):
-        helpers.add("*")
-    return creds, frozenset(helpers)
+    parsed = read_docker_config(node.problems, path, field_path, field_path)
+    if parsed is None:
+        return {}, frozenset(), ()
+    creds = {normalise_registry_key(key): entry.credentials for key, entry in parsed.entries}
+    helpers = frozenset(h if h == "*" else normalise_registry_key(h) for h in parsed.helpers)
+    return creds, helpers, tuple(entry for _, entry in parsed.entries)
 
 
 def _parse_token_realms(node: Node) -> tuple[str, ...]:
@@ -237,8 +242,12 @@ def _parse_token_realms(node: Node) -> tuple[str, ...]:
 
 
 def _parse_registries(node: Node) -> RegistriesConfig:
+    from provider.registry import credential_config  # local: it imports this module
+
     allow = node.str_list("allow")
-    docker_credentials, helpers = _parse_docker_config(node)
+    docker_credentials, helpers, docker_entries = _parse_docker_config(node)
+    pull_secrets = credential_config.parse_pull_secrets(node)
+    credential_providers = credential_config.parse_credential_providers(node)
     hosts: list[RegistryHostConfig] = []
     seen: set[str] = set()
     for h in node.nodes("hosts"):
@@ -285,6 +294,8 @@ def _parse_registries(node: Node) -> RegistriesConfig:
         max_attempts=node.integer("max_attempts", 3, minimum=1, maximum=10),
         referrers_api_memory=node.duration("referrers_api_memory", 3600.0),
         cosign_legacy_tags=node.flag("cosign_legacy_tags", True),
+        credential_entries=pull_secrets + docker_entries,
+        credential_providers=credential_providers,
     )
     node.finish()
     return result

@@ -162,4 +162,11 @@ class ReferrersIndexConflictError(ProviderError):
     """``referee attach``: concurrent writers kept replacing the referrers tag index; try again."""
 
     code = "REFERRERS_INDEX_CONFLICT"
+
+
+class CredentialProviderError(ProviderError):
+    """A kubelet credential provider plugin failed, timed out or answered something unusable: retry later.
+    The message never carries the plugin's output (it may hold secrets)."""
+
+    code = "CREDENTIAL_PROVIDER_FAILED"
     transient = True

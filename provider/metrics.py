@@ -267,3 +267,9 @@ STALE_RESOLUTIONS = Counter(
     "Tag resolutions served from the stale-if-error window (cache.tagStaleIfError) while the registry failed.",
     registry=REGISTRY,
 )
+CREDENTIAL_PROVIDER_EXECS = Counter(
+    "referee_credential_provider_execs_total",
+    "Runs of kubelet credential provider plugins, by provider and outcome (success, error).",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)

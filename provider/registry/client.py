@@ -8,6 +8,7 @@ current deadline (:mod:`provider.deadline`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import random
@@ -24,7 +25,7 @@ import structlog
 from provider import deadline, metrics
 from provider import mediatypes as mt
 from provider.cache import ContentCache
-from provider.config import LimitsConfig, RegistriesConfig, RegistryHostConfig
+from provider.config import Credentials, LimitsConfig, RegistriesConfig, RegistryHostConfig
 from provider.errors import (
     ArtifactTooLargeError,
     AuthDeniedError,
@@ -58,6 +59,7 @@ from provider.registry.auth import (
     parse_challenge,
     pull_scope,
 )
+from provider.registry.credentials import CredentialStore
 from provider.registry.urls import UnsafeURLError, authority, safe_authority
 from provider.registry.urls import origin as _origin
 
@@ -73,9 +75,10 @@ MAX_ERROR_BODY = 64 * 1024
 MAX_TOKEN_BODY = 64 * 1024
 MAX_RETRY_AFTER = 30.0
 MAX_PAUSE = 60.0
-# Registries whose token service lives on another host; their credentials may go there without configuration.
 LISTING_FACTOR = 4
+# Registries whose token service lives on another host; their credentials may go there without configuration.
 KNOWN_TOKEN_REALMS: dict[str, frozenset[str]] = {"docker.io": frozenset({"auth.docker.io"})}
+MAX_AUTH_STATES = 1024
 
 
 @dataclass(slots=True)
@@ -163,6 +166,8 @@ class RegistryClient:
         self._tokens = TokenCache(clock=monotonic)
         self._session: aiohttp.ClientSession | None = None
         self._token_locks: dict[tuple[str, str, str, str], asyncio.Lock] = {}
+        self.credentials = CredentialStore(config, clock=monotonic)
+        self._auth_states: dict[tuple[str, Credentials | None], HostAuthState] = {}
         self.request_count = 0
 
     async def close(self) -> None:
@@ -204,7 +209,6 @@ class RegistryClient:
         if host is not None:
             return host
         settings = self.config.host_config(ref.registry)
-        credentials = settings.credentials or self.config.docker_credentials.get(ref.registry)
         scheme = "http" if settings.plain_http else "https"
         api_host = ref.api_host
         host = _Host(
@@ -212,13 +216,25 @@ class RegistryClient:
             base_url=f"{scheme}://{api_host}",
             ssl=_ssl_context(settings),
             slots=SharedSlots(settings.max_concurrency or self.config.max_concurrency),
-            auth=HostAuthState(credentials=credentials),
+            auth=HostAuthState(credentials=None),
             settings=settings,
-            helper_only=credentials is None
-            and (ref.registry in self.config.credential_helpers or "*" in self.config.credential_helpers),
+            helper_only=ref.registry in self.config.credential_helpers or "*" in self.config.credential_helpers,
         )
         self._hosts[ref.registry] = host
         return host
+
+    def _with_credentials(self, host: _Host, credentials: Credentials | None) -> _Host:
+        """``host`` as one request sees it: with the credentials chosen for its repository
+        (:class:`CredentialStore`). The auth state — the challenge learnt — is kept per registry and
+        credentials, so credentials of different repositories, or rotated ones, never share it."""
+        key = (host.registry, credentials)
+        state = self._auth_states.get(key)
+        if state is None:
+            known = next((s.challenge for (r, _), s in self._auth_states.items() if r == host.registry), None)
+            if len(self._auth_states) >= MAX_AUTH_STATES:
+                del self._auth_states[next(iter(self._auth_states))]
+            state = self._auth_states[key] = HostAuthState(credentials=credentials, challenge=known)
+        return dataclasses.replace(host, auth=state, helper_only=host.helper_only and credentials is None)
 
     # -- auth -------------------------------------------------------------------------------------------
 
@@ -388,16 +404,17 @@ class RegistryClient:
         """Send one logical request with auth, redirects, retries and limits. Returns any final status
         other than 401 and the retryable ones; the caller interprets 404 and friends."""
         self.check_allowed(ref)
-        host = self._host(ref)
+        shared = self._host(ref)  # registry-wide state (pause, slots) lives here; ``host`` is this request's view
+        host = self._with_credentials(shared, await self.credentials.lookup(ref))
         scope = pull_scope(ref.repository)
         target = url or f"{host.base_url}{path}"
         attempts = 0
         authenticated_retry = False
         while True:
-            await self._wait_if_paused(host, what)
+            await self._wait_if_paused(shared, what)
             try:
                 async with host.slots.slot(ref.repository):
-                    if self._monotonic() < host.paused_until:
+                    if self._monotonic() < shared.paused_until:
                         continue  # paused while this attempt waited for a slot: wait (or fail) without one
                     attempts += 1
                     resp = await self._send(host, method, target, scope, accept, max_bytes, what)
@@ -428,7 +445,7 @@ class RegistryClient:
             if _retryable(resp.status):
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
                 if retry_after is not None and resp.status in (429, 503):
-                    self._pause(host, retry_after, resp.status)
+                    self._pause(shared, retry_after, resp.status)
                 if attempts >= self.config.max_attempts:
                     raise RegistryUnavailableError(
                         f"{host.registry} answered {resp.status} to {what} after {attempts} attempts"

@@ -63,11 +63,16 @@ class OCILayoutStore:
         return data
 
     def _tagged(self, index: list[Descriptor], ref: ImageRef, tag: str) -> Descriptor | None:
-        names = {tag, f"{ref.name}:{tag}"}
+        """The manifest whose ``org.opencontainers.image.ref.name`` names ``tag``: ``<tag>``, or ``<name>:<tag>``
+        where ``<name>`` is the reference's ``registry/repository`` or a trailing part of it on ``/`` boundaries
+        (``app:v1`` and ``team/app:v1`` as ``skopeo copy … oci:DIR:team/app:v1`` writes them). The most
+        complete name wins; a bare tag comes last."""
+        best: tuple[int, Descriptor] | None = None
         for d in index:
-            if d.annotations.get(mt.ANNOTATION_REF_NAME) in names:
-                return d
-        return None
+            score = _ref_name_score(d.annotations.get(mt.ANNOTATION_REF_NAME), ref, tag)
+            if score is not None and (best is None or score > best[0]):
+                best = (score, d)
+        return best[1] if best else None
 
     async def resolve(self, ref: ImageRef) -> Descriptor:
         return await asyncio.to_thread(self._resolve, ref)
@@ -159,3 +164,20 @@ class OCILayoutStorePlugin:
 
     def create(self, spec: StoreSpec, resources: StoreResources) -> ReferrerStore:
         return OCILayoutStore(spec.name, Path(spec.params.path), resources.limits.max_manifest_bytes)
+
+
+def _ref_name_score(value: str | None, ref: ImageRef, tag: str) -> int | None:
+    """How well a ``ref.name`` annotation names ``ref`` at ``tag``: the number of name components it gives
+    (0 for a bare tag), or ``None`` when it names something else."""
+    if value is None:
+        return None
+    if value == tag:
+        return 0
+    name, sep, value_tag = value.rpartition(":")
+    if not sep or value_tag != tag or not name or "/" in value_tag:
+        return None
+    parts = ref.name.split("/")
+    given = name.split("/")
+    if len(given) > len(parts) or parts[len(parts) - len(given) :] != given:
+        return None
+    return len(given)

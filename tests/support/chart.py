@@ -126,6 +126,10 @@ def _volume_files(volume: Mapping[str, Any], rendered: Rendered, external: Sourc
     if "projected" in volume:
         files: dict[str, bytes] = {}
         for src in volume["projected"]["sources"]:
+            if "serviceAccountToken" in src:  # the kubelet writes a token for the audience; a stand-in here
+                token = src["serviceAccountToken"]
+                files[token["path"]] = f"projected-token-for-{token['audience']}".encode()
+                continue
             kind, body = ("Secret", src["secret"]) if "secret" in src else ("ConfigMap", src["configMap"])
             files.update(_project(_source(rendered, external, kind, body["name"]), body.get("items")))
         return files

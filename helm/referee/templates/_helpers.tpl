@@ -80,7 +80,30 @@ tls: /etc/referee/tls
 gatekeeperCa: /etc/referee/gatekeeper-ca
 registryCredentials: /etc/referee/registry-credentials
 dockerConfig: /etc/referee/dockerconfig
+pullSecrets: /etc/referee/pull-secrets
+credentialProviderConfig: /etc/referee/credential-providers/config
+credentialProviderBin: /etc/referee/credential-providers/bin
+serviceAccountTokens: /var/run/secrets/referee/tokens
 trust: /etc/referee/trust
+{{- end -}}
+
+{{/* The plugin directory: the emptyDir filled by the init container, or a directory of the Referee image. */}}
+{{- define "referee.credentialProviderBinDir" -}}
+{{- $cp := .Values.registryCredentials.credentialProviders -}}
+{{- if $cp.pluginImage.repository -}}
+{{- (include "referee.paths" . | fromYaml).credentialProviderBin -}}
+{{- else -}}
+{{- $cp.binDir -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "referee.credentialProviderImage" -}}
+{{- $image := .Values.registryCredentials.credentialProviders.pluginImage -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository (required "registryCredentials.credentialProviders.pluginImage: set tag or digest" $image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* A Secret data key for a registry host ("registry.example.com:5000" -> "registry.example.com_5000"). */}}
@@ -143,6 +166,22 @@ so a bad combination fails the whole render with one clear message.
   {{- if not (or .password .existingSecret) -}}
     {{- fail (printf "registryCredentials.hosts[%s]: password or existingSecret is required" .host) -}}
   {{- end -}}
+{{- end -}}
+{{- $cp := $v.registryCredentials.credentialProviders -}}
+{{- if $cp.enabled -}}
+  {{- if and $cp.config $cp.existingConfigMap -}}
+    {{- fail "registryCredentials.credentialProviders: set config or existingConfigMap, not both" -}}
+  {{- end -}}
+  {{- if not (or $cp.config $cp.existingConfigMap) -}}
+    {{- fail "registryCredentials.credentialProviders.enabled needs config (a kubelet CredentialProviderConfig) or existingConfigMap" -}}
+  {{- end -}}
+{{- end -}}
+{{- $audiences := dict -}}
+{{- range $cp.serviceAccountTokens -}}
+  {{- if hasKey $audiences .audience -}}
+    {{- fail (printf "registryCredentials.credentialProviders.serviceAccountTokens: audience %q listed twice" .audience) -}}
+  {{- end -}}
+  {{- $_ := set $audiences .audience true -}}
 {{- end -}}
 {{- range $v.trust -}}
   {{- $sources := 0 -}}
@@ -219,6 +258,34 @@ addresses, ports, TLS files, Provider timeouts, credential files). Rendered with
     {{- fail "config.registries.dockerConfig and registryCredentials.dockerConfigSecret both set: keep one" -}}
   {{- end -}}
   {{- $_ := set $registries "dockerConfig" (printf "%s/config.json" $paths.dockerConfig) -}}
+{{- end -}}
+{{- if $v.registryCredentials.pullSecrets -}}
+  {{- if hasKey $registries "pullSecrets" -}}
+    {{- fail "config.registries.pullSecrets and registryCredentials.pullSecrets both set: keep one" -}}
+  {{- end -}}
+  {{- $secrets := list -}}
+  {{- range $v.registryCredentials.pullSecrets -}}
+    {{- $secrets = append $secrets (printf "%s/%s" $paths.pullSecrets .) -}}
+  {{- end -}}
+  {{- $_ := set $registries "pullSecrets" $secrets -}}
+{{- end -}}
+{{- $cp := $v.registryCredentials.credentialProviders -}}
+{{- if $cp.enabled -}}
+  {{- if hasKey $registries "credentialProviders" -}}
+    {{- fail "config.registries.credentialProviders and registryCredentials.credentialProviders.enabled both set: keep one" -}}
+  {{- end -}}
+  {{- $section := dict "config" (printf "%s/config.yaml" $paths.credentialProviderConfig) "binDir" (include "referee.credentialProviderBinDir" .) "execTimeout" $cp.execTimeout -}}
+  {{- $tokens := list -}}
+  {{- range $i, $token := $cp.serviceAccountTokens -}}
+    {{- $tokens = append $tokens (dict "audience" $token.audience "path" (printf "%s/%d/token" $paths.serviceAccountTokens $i)) -}}
+  {{- end -}}
+  {{- if $tokens -}}
+    {{- $_ := set $section "serviceAccountTokens" $tokens -}}
+  {{- end -}}
+  {{- with $v.serviceAccount.annotations -}}
+    {{- $_ := set $section "serviceAccountAnnotations" . -}}
+  {{- end -}}
+  {{- $_ := set $registries "credentialProviders" $section -}}
 {{- end -}}
 {{- $_ := set $cfg "registries" $registries -}}
 {{- toYaml $cfg -}}
