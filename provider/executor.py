@@ -81,9 +81,11 @@ class Runtime:
         await self.client.close()
 
 
-async def _bounded(runtime: Runtime, work: Awaitable[T], what: str) -> T:
-    """Run shared work under its own deadline (``limits.verificationTimeout``), not the asking request's."""
-    seconds = runtime.config.limits.verification_timeout
+async def _bounded(runtime: Runtime, work: Awaitable[T], what: str, seconds: float | None = None) -> T:
+    """Run shared work under its own deadline (``limits.verificationTimeout``, or ``seconds`` when shorter), not the
+    asking request's."""
+    limit = runtime.config.limits.verification_timeout
+    seconds = limit if seconds is None else min(seconds, limit)
     with deadline.fresh(seconds):
         try:
             async with asyncio.timeout(seconds):
@@ -199,6 +201,21 @@ class Engine:
         verdict = self._cached_verdict(runtime, store, ref, descriptor)
         return None if verdict is None else Outcome(key=key, verdict=verdict, cached=True)
 
+    def _stale_when_paused(self, runtime: Runtime, ref: ImageRef, cache_key: tuple[str, str]) -> Descriptor | None:
+        """The stale-if-error resolution of a tag whose registry is paused (it asked clients to wait): served at once,
+        without waiting for the pause or queueing behind the keys that need the registry."""
+        if ref.digest or not runtime.client.paused(ref.registry):
+            return None
+        stale = self.stale_tags.get(cache_key)
+        if stale is not None:
+            self._served_stale(ref, stale, "registry_paused")
+        return stale
+
+    @staticmethod
+    def _served_stale(ref: ImageRef, stale: Descriptor, why: str) -> None:
+        metrics.STALE_RESOLUTIONS.inc()
+        log.info("tag_resolution_stale", ref=str(ref), digest=stale.digest, error=why)
+
     async def verify_key(self, key: str) -> Outcome:
         """Verify one Gatekeeper key; never raises ProviderError (it is returned in the outcome).
 
@@ -247,19 +264,21 @@ class Engine:
         (within ``limits.verificationTimeout``) even when the asking request's deadline passes. When the registry
         fails transiently, a tag resolved within ``cache.tagStaleIfError`` is served again (stale-if-error)."""
         cache, cache_key = self._resolution_key(runtime, store, ref)
-        found = cache.get(cache_key)
+        found = cache.get(cache_key) or self._stale_when_paused(runtime, ref, cache_key)
         if found is not None:
             return found
 
         async def compute() -> Descriptor:
+            stale = None if ref.digest else self.stale_tags.get(cache_key)
+            # With a known-good resolution at hand, wait for the registry only as long as a request could wait:
+            # a registry that is slow or asks to retry later then gets the stale answer instead of a failure.
+            patience = None if stale is None else self._stale_patience(runtime)
             try:
-                descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}")
+                descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}", patience)
             except ProviderError as exc:
-                stale = self.stale_tags.get(cache_key) if exc.transient and not ref.digest else None
-                if stale is None:
+                if stale is None or not exc.transient:
                     raise
-                metrics.STALE_RESOLUTIONS.inc()
-                log.info("tag_resolution_stale", ref=str(ref), digest=stale.digest, error=exc.code)
+                self._served_stale(ref, stale, exc.code)
                 return stale
             cache.put(cache_key, descriptor)
             if not ref.digest:
@@ -269,6 +288,11 @@ class Engine:
         if cache_key not in self._resolving:
             self._check_capacity(runtime)
         return await self._resolving.run(cache_key, compute)
+
+    @staticmethod
+    def _stale_patience(runtime: Runtime) -> float:
+        server = runtime.config.server
+        return min(server.verify_deadline, server.mutate_deadline) / 2
 
     def _check_capacity(self, runtime: Runtime) -> None:
         """Shared work outlives requests; bound how much of it may pile up (keys are attacker-chosen)."""
@@ -289,6 +313,8 @@ class Engine:
         runtime = self.runtime
         store = runtime.store_for(ref)
         descriptor = self._cached_resolution(runtime, store, ref)
+        if descriptor is None:
+            descriptor = self._stale_when_paused(runtime, ref, self._resolution_key(runtime, store, ref)[1])
         if descriptor is not None:
             verdict = self._cached_verdict(runtime, store, ref, descriptor)
             if verdict is not None:

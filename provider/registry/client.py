@@ -454,6 +454,11 @@ class RegistryClient:
                 continue
             return resp
 
+    def paused(self, registry: str) -> bool:
+        """Whether ``registry`` asked to be left alone (429/503 with ``Retry-After``) and the pause still runs."""
+        host = self._hosts.get(registry)
+        return host is not None and self._monotonic() < host.paused_until
+
     def _pause(self, host: _Host, seconds: float, status: int) -> None:
         """A registry that asked every client to wait (429/503 with ``Retry-After``) is not asked again until then:
         one request per key would turn a throttled registry into a 429 storm."""

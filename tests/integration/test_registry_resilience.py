@@ -140,3 +140,56 @@ async def test_a_blob_read_fault_is_not_cached_as_a_plain_denial(
     clock[0] += 6
     allowed = await engine.verify_key(key)
     assert allowed.verdict is not None and allowed.verdict.allowed and not allowed.cached, allowed
+
+
+async def test_stale_if_error_serves_known_tags_through_a_registry_pause_and_only_within_its_window(
+    referrers_proxy: ReferrersProxy, signed_set: SignedSet, tmp_path: Path, engines: list[Engine]
+) -> None:
+    """Issue #23 item 4: once a tag's resolution expired, a throttled registry (429, ``Retry-After: 10``) must not
+    turn an already verified image into a failure inside ``cache.tagStaleIfError``: the stale resolution is served
+    without waiting out the pause (the request's deadline is 1.5 s) and without sending anything while paused;
+    outside the window, or with the window off, the key fails as transient (fail closed)."""
+    proxy = referrers_proxy
+    refs = _signed_images(proxy, signed_set, "resilience/stale", 3)
+    cache = {"verdictTtl": "1h", "tagTtl": "10s", "tagStaleIfError": "60s"}
+    clock = [1000.0]
+    config = load_config(_engine_config(tmp_path, proxy, signed_set.key_file, cache, referrersApi="never"))
+    engine = Engine(config, monotonic=lambda: clock[0])
+    engines.append(engine)
+    first = await _verify_all(engine, refs, 10.0)
+    assert all(o.verdict is not None and o.verdict.allowed for o in first.values()), first
+
+    clock[0] += 30  # every tag resolution expired 20 s ago; the stale window runs until 70 s after resolving
+    proxy.log.clear()
+    proxy.status_override["/resilience/stale/"] = (429, {"Retry-After": "10"}, 10_000)
+    outcome = (await _verify_all(engine, refs[:1], 1.5))[refs[0]]
+    assert outcome.verdict is not None and outcome.verdict.allowed, outcome
+    assert len(proxy.log) == 1  # the one HEAD that learnt about the storm
+    # The registry is paused now: the other known tags are answered from the stale window without a request, even
+    # when their jobs start well into the pause (a job's own deadline, verificationTimeout, would let it wait).
+    await asyncio.sleep(0.1)
+    rest = await _verify_all(engine, refs[1:], 1.5)
+    assert all(o.verdict is not None and o.verdict.allowed for o in rest.values()), rest
+    assert len(proxy.log) == 1
+    # /mutate pins to the stale digest too (the Assigns then pin exactly what was verified).
+    with deadline.deadline_after(0.9):
+        _, descriptor = await engine.resolve_key(refs[0])
+    assert descriptor.digest == first[refs[0]].verdict.digest  # type: ignore[union-attr]
+
+    clock[0] += 60  # past tagTtl + tagStaleIfError: nothing known-good is left to serve
+    expired = asyncio.ensure_future(engine.verify_key(refs[0]))
+    await asyncio.wait({expired}, timeout=1.5)  # what a request would wait; its answer would name the key to retry
+    assert not expired.done() or expired.result().verdict is None, expired.result()
+    expired.cancel()
+
+    no_window = load_config(
+        _engine_config(tmp_path, proxy, signed_set.key_file, {"verdictTtl": "1h", "tagTtl": "10s"}, referrersApi="never")
+    )
+    proxy.status_override.clear()
+    plain = Engine(no_window, monotonic=lambda: clock[0])
+    engines.append(plain)
+    assert (await plain.verify_key(refs[0])).verdict is not None
+    clock[0] += 30
+    proxy.status_override["/resilience/stale/"] = (429, {"Retry-After": "10"}, 10_000)
+    failed = (await _verify_all(plain, refs[:1], 1.5))[refs[0]]
+    assert failed.verdict is None and failed.error is not None and failed.error.transient, failed
