@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--skip", help="comma-separated phases to skip")
     p.add_argument("--quick", action="store_true", help="smoke run: small sets, short phases")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (configurations, logs, workloads)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any target is missed")
     args = p.parse_args(argv)
     quick = args.quick
@@ -150,8 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"machine: nproc={info['nproc']} cpu={info['cpu']!r} python {info['python']} load {info['loadAverageAtStart']}")
     log(f"phases: {', '.join(settings.phases)}")
     wall = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="referee-bench-") as tmp:
-        directory = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            directory = Path(args.keep).resolve()
+            directory.mkdir(parents=True, exist_ok=True)
+        else:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="referee-bench-")))
         registry = RegistryProcess()
         ctx: Context | None = None
         try:

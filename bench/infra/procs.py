@@ -114,10 +114,10 @@ class NoopProvider(Child):
 
 
 class ThrottleProxy(Child):
-    """bench/infra/throttle.py in front of ``upstream_url``."""
+    """bench/infra/throttle.py in front of ``upstream`` (``host:port``)."""
 
-    def __init__(self, upstream_url: str, log_path: Path) -> None:
-        super().__init__(["-m", "bench.infra.throttle", upstream_url], log_path)
+    def __init__(self, upstream: str, log_path: Path) -> None:
+        super().__init__(["-m", "bench.infra.throttle", upstream], log_path)
         self.port = 0
 
     def start(self, timeout: float = 30.0) -> str:
@@ -134,7 +134,7 @@ class ThrottleProxy(Child):
         async with (
             aiohttp.ClientSession(trust_env=False) as session,
             session.post(
-                f"http://{self.host}/_bench/storm", json={"seconds": seconds, "retryAfter": str(retry_after)}
+                f"http://{self.host}/_bench/storm", params={"seconds": repr(seconds), "retryAfter": str(retry_after)}
             ) as resp,
         ):
             doc = await resp.json()
