@@ -50,7 +50,10 @@ class TTLMap(Generic[K, V]):
     def get(self, key: K) -> V | None:
         if self._cache is None:
             return None
-        value = self._cache.get(key)
+        try:
+            value: V | None = self._cache[key]  # one lookup (``TTLCache.get`` takes two, each checking expiry)
+        except KeyError:
+            value = None
         (self._miss if value is None else self._hit).inc()
         return value
 

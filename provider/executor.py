@@ -35,6 +35,21 @@ log = structlog.get_logger("referee.executor")
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 ADMISSION_FACTOR = 2
+MAX_LOOKUPS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLookup:
+    """What a key means under one configuration generation: its reference, its store, and its cache keys."""
+
+    ref: ImageRef
+    store: ReferrerStore
+    resolution_key: tuple[str, str]
+    verdict_prefix: tuple[str, str]
+
+    @property
+    def by_digest(self) -> bool:
+        return self.ref.digest is not None
 
 
 def utc_now() -> datetime:
@@ -61,6 +76,7 @@ class Runtime:
         pplugin = policy_types.get(config.policy.type)
         assert pplugin is not None
         self.policy: PolicyEnforcer = pplugin.create(config.policy)
+        self._lookups: dict[str, KeyLookup] = {}
 
     @property
     def generation(self) -> str:
@@ -71,6 +87,22 @@ class Runtime:
             if matches_any(scopes, ref.registry, ref.repository):
                 return store
         raise UnsupportedError(f"no store is configured for {ref.name}")
+
+    def lookup(self, key: str) -> KeyLookup:
+        """Parse ``key`` and find its store, once per key (remembered for up to ``MAX_LOOKUPS`` keys); raises the
+        ProviderError of a key that is not a reference or has no store."""
+        found = self._lookups.get(key)
+        if found is None:
+            ref = parse_reference(key)
+            store = self.store_for(ref)
+            if ref.digest:
+                resolution_key = (store.name, f"{ref.name}@{ref.digest}")
+            else:
+                resolution_key = (f"{store.name}/{self.generation}", str(ref))
+            if len(self._lookups) >= MAX_LOOKUPS:
+                self._lookups.clear()
+            found = self._lookups[key] = KeyLookup(ref, store, resolution_key, (store.name, ref.name))
+        return found
 
     def verifiers_for(self, ref: ImageRef) -> list[ConfiguredVerifier]:
         return [v for v in self.verifiers if matches_any(v.spec.scopes, ref.registry, ref.repository)]
@@ -189,16 +221,16 @@ class Engine:
     def cached_outcome(self, key: str) -> Outcome | None:
         """The answer for ``key`` when it needs no I/O: a cached verdict for a cached resolution, or a key that
         cannot be a reference. ``None`` when the key needs work (:meth:`verify_key`)."""
+        runtime = self.runtime
         try:
-            ref = parse_reference(key)
-            runtime = self.runtime
-            store = runtime.store_for(ref)
+            lookup = runtime.lookup(key)
         except ProviderError as exc:
             return Outcome(key=key, error=exc)
-        descriptor = self._cached_resolution(runtime, store, ref)
+        descriptor = (self.subjects if lookup.by_digest else self.tags).get(lookup.resolution_key)
         if descriptor is None:
             return None
-        verdict = self._cached_verdict(runtime, store, ref, descriptor)
+        verdict_key = (*lookup.verdict_prefix, descriptor.digest, runtime.generation)
+        verdict = self.verdicts.get(verdict_key) or self.partial_verdicts.get(verdict_key)
         return None if verdict is None else Outcome(key=key, verdict=verdict, cached=True)
 
     def _stale_when_paused(self, runtime: Runtime, ref: ImageRef, cache_key: tuple[str, str]) -> Descriptor | None:
@@ -239,6 +271,7 @@ class Engine:
     def _resolution_key(
         self, runtime: Runtime, store: ReferrerStore, ref: ImageRef
     ) -> tuple[TTLMap[tuple[str, str], Descriptor], tuple[str, str]]:
+        """The cache and key of ``ref``'s resolution (as :meth:`Runtime.lookup` computes them)."""
         if ref.digest:
             return self.subjects, (store.name, f"{ref.name}@{ref.digest}")
         return self.tags, (f"{store.name}/{runtime.generation}", str(ref))
@@ -309,9 +342,9 @@ class Engine:
         return slots
 
     async def _verify(self, key: str) -> tuple[Verdict, bool]:
-        ref = parse_reference(key)
         runtime = self.runtime
-        store = runtime.store_for(ref)
+        lookup = runtime.lookup(key)
+        ref, store = lookup.ref, lookup.store
         descriptor = self._cached_resolution(runtime, store, ref)
         if descriptor is None:
             descriptor = self._stale_when_paused(runtime, ref, self._resolution_key(runtime, store, ref)[1])

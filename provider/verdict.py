@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = "referee.verdict/v1"
 
@@ -83,10 +85,20 @@ class Verdict:
     notes: tuple[str, ...] = ()
     complete: bool = True
     _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def allowed(self) -> bool:
         return self.decision.allowed
+
+    def memo(self, name: str, build: Callable[[Verdict], T]) -> T:
+        """``build(self)``, computed once per verdict and kept under ``name``: a verdict is immutable and a cached one
+        is served many times, so what other modules derive from it (the decision log's fields) is derived once."""
+        try:
+            value: T = self._memo[name]
+        except KeyError:
+            value = self._memo[name] = build(self)
+        return value
 
     def encoded(self) -> bytes:
         """:meth:`to_json` as compact UTF-8 JSON, encoded once (a cached verdict is served many times)."""

@@ -13,9 +13,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import signal
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +85,14 @@ async def _read_request(request: web.Request, config: Config) -> protocol.Provid
     return protocol.parse_request(body, config.server.max_keys)
 
 
+async def _read_within(request: web.Request, config: Config, seconds: float) -> protocol.ProviderRequest:
+    """:func:`_read_request` within ``seconds`` (``TimeoutError`` after); no timer when the body has all arrived."""
+    if request.content.is_eof():
+        return await _read_request(request, config)
+    async with asyncio.timeout(seconds):
+        return await _read_request(request, config)
+
+
 def _client_allowed(request: web.Request, names: tuple[str, ...]) -> bool:
     if not names:
         return True
@@ -97,7 +105,7 @@ def _client_allowed(request: web.Request, names: tuple[str, ...]) -> bool:
 
 @web.middleware
 async def _request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
+    request_id = request.headers.get("X-Request-Id", "")[:64] or os.urandom(8).hex()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)
@@ -120,13 +128,22 @@ def _classify(outcome: Outcome | InternalError | None) -> tuple[str, str]:
     return "unavailable", DeadlineExceededError.code
 
 
-def _summarise(outcome: Outcome) -> tuple[str, dict[str, Any]]:
+def _kind(outcome: Outcome | InternalError | None) -> str:
+    """``allowed``, ``denied``, ``error`` or ``unfinished`` (named in systemError)."""
+    if not isinstance(outcome, Outcome):
+        return "unfinished"
     if outcome.verdict is not None:
-        kind = "allowed" if outcome.verdict.allowed else "denied"
-        verdict = outcome.verdict
-        return kind, {"subject": verdict.subject, "digest": verdict.digest, "reason": verdict.decision.reason}
+        return "allowed" if outcome.verdict.allowed else "denied"
     assert outcome.error is not None
-    return ("unfinished" if outcome.error.transient else "error"), {"error": str(outcome.error)}
+    return "unfinished" if outcome.error.transient else "error"
+
+
+def _summarise(outcome: Outcome) -> dict[str, Any]:
+    """The per-key fields of a ``key_answered`` line (debug)."""
+    if outcome.verdict is not None:
+        verdict = outcome.verdict
+        return {"subject": verdict.subject, "digest": verdict.digest, "reason": verdict.decision.reason}
+    return {"error": str(outcome.error)}
 
 
 async def _run_keys(
@@ -173,8 +190,7 @@ async def handle_verify(request: web.Request) -> web.Response:
     answer_due = config.server.verify_deadline
     endpoint = "verify"
     try:
-        async with asyncio.timeout(answer_due):
-            req = await _read_request(request, config)
+        req = await _read_within(request, config, answer_due)
     except TimeoutError:
         return _rejected(endpoint, started, RequestInvalidError("the request body did not arrive before the deadline"))
     except RequestInvalidError as exc:
@@ -254,10 +270,7 @@ def _answer_verify(
         verdict = outcome.verdict if isinstance(outcome, Outcome) else None
         was_cached = isinstance(outcome, Outcome) and outcome.cached
         cached += was_cached
-        if isinstance(outcome, Outcome):
-            kind, fields = _summarise(outcome)
-        else:
-            kind, fields = "unfinished", {"error": retry.get(key)}
+        kind = _kind(outcome)
         kinds[kind] += 1
         if verdict is not None and not verdict.allowed:
             for requirement, reason in verdict.decision.unmet:
@@ -276,6 +289,7 @@ def _answer_verify(
                     )
                 )
         if per_key:
+            fields = _summarise(outcome) if isinstance(outcome, Outcome) else {"error": retry.get(key)}
             log.debug("key_answered", key=key, outcome=kind, cached=was_cached, duration_ms=duration_ms, **fields)
     if lines:
         decisionlog.write(lines, decision_log.output)
@@ -286,14 +300,15 @@ def _answer_verify(
     elapsed = time.monotonic() - started
     metrics.requests("verify", "partial" if retry else "ok").inc()
     metrics.request_latency("verify").observe(elapsed)
-    log.info(
-        "request_answered",
-        endpoint="verify",
-        keys=len(unique),
-        cached=cached,
-        **{kind: kinds[kind] for kind in ("allowed", "denied", "error", "unfinished")},
-        duration_ms=round(elapsed * 1000, 1),
-    )
+    if logs.enabled(logging.INFO):
+        log.info(
+            "request_answered",
+            endpoint="verify",
+            keys=len(unique),
+            cached=cached,
+            **{kind: kinds[kind] for kind in ("allowed", "denied", "error", "unfinished")},
+            duration_ms=round(elapsed * 1000, 1),
+        )
     return web.Response(body=body, content_type="application/json")
 
 
@@ -314,8 +329,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
     budget = config.server.mutate_deadline
     endpoint = "mutate"
     try:
-        async with asyncio.timeout(budget):
-            req = await _read_request(request, config)
+        req = await _read_within(request, config, budget)
     except TimeoutError:
         return _rejected(endpoint, started, RequestInvalidError("the request body did not arrive before the deadline"))
     except RequestInvalidError as exc:

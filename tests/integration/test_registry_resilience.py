@@ -182,9 +182,8 @@ async def test_stale_if_error_serves_known_tags_through_a_registry_pause_and_onl
     assert not expired.done() or expired.result().verdict is None, expired.result()
     expired.cancel()
 
-    no_window = load_config(
-        _engine_config(tmp_path, proxy, signed_set.key_file, {"verdictTtl": "1h", "tagTtl": "10s"}, referrersApi="never")
-    )
+    window_off = {"verdictTtl": "1h", "tagTtl": "10s"}
+    no_window = load_config(_engine_config(tmp_path, proxy, signed_set.key_file, window_off, referrersApi="never"))
     proxy.status_override.clear()
     plain = Engine(no_window, monotonic=lambda: clock[0])
     engines.append(plain)

@@ -118,3 +118,30 @@ def test_library_errors_are_logged_as_one_json_event_without_a_traceback() -> No
     assert event["event"] == "library_log" and event["logger"] == "aiohttp.server"
     assert event["error"] == "ValueError: Invalid method encountered"
     assert "Traceback" not in line
+
+
+@pytest.mark.parametrize("endpoint", ["/verify", "/mutate"])
+async def test_a_body_that_has_not_arrived_by_the_deadline_gets_an_answer_in_time(
+    endpoint: str, config_file: Path, pki: Pki
+) -> None:
+    """The body is read without a timer when it has all arrived (the warm path, #23 item 6); one still missing is
+    waited for only until the answer is due (1 s here), then the caller gets a ProviderResponse that says so."""
+    body = json.dumps(provider_request(["127.0.0.1:1/a:b"])).encode()
+    async with running_referee(config_file, pki) as referee:
+        reader, writer = await _open(referee.server.port, pki)
+        writer.write(
+            f"POST {endpoint} HTTP/1.1\r\nHost: referee\r\nContent-Type: application/json\r\n".encode()
+            + f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        await writer.drain()
+        # The rest of the body is never sent (nor the connection closed): the answer must come anyway.
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+        payload = await asyncio.wait_for(reader.readexactly(length), 10)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200"), head
+        document = json.loads(payload)
+        assert "did not arrive before the deadline" in document["response"]["systemError"]

@@ -62,3 +62,32 @@ def test_write_survives_a_broken_stream(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr("sys.stderr", buffer)
     decisionlog.write(["a\n", "b\n"], "stderr")
     assert buffer.getvalue() == "a\nb\n"
+
+
+def test_a_spliced_line_is_the_document_line_builds_and_never_carries_another_requests_head() -> None:
+    """The warm path splices a line from parts kept per verdict and per request (#23 item 6); it must stay the very
+    line :func:`decisionlog._line` encodes, key by key and request by request."""
+    verdict = _verdict(("cosign", "notation"), 'needs "quotes" and \u00e9')
+    for stamp, request_id, key, cached, duration in (
+        ("2026-01-01T00:00:00Z", "req-1", "ghcr.io/org/app:v1", True, 0.0),
+        ("2026-01-01T00:00:00Z", "req-1", "ghcr.io/org/app:v2", False, 12.5),
+        ("2026-01-01T00:00:00Z", "req-2", "ghcr.io/org/app:v1", True, 0.1),
+        ("2026-01-01T00:00:01Z", "req-2", "ghcr.io/org/app:v1", True, 0.1),
+    ):
+        decision = verdict.decision
+        expected = decisionlog._line(
+            stamp,
+            request_id,
+            key,
+            result="allowed",
+            allowed=True,
+            reason_code=decision.reason_code,
+            reason=decision.reason,
+            subject=verdict.subject,
+            digest=verdict.digest,
+            verifiers=list(decision.verifiers),
+            config_generation=verdict.config_generation,
+            cached=cached,
+            duration_ms=duration,
+        )
+        assert decisionlog.verdict_line(stamp, request_id, key, verdict, cached, duration) == expected
