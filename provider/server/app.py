@@ -41,8 +41,8 @@ from provider.executor import Clock, Engine, Outcome, utc_now
 from provider.limits import read_limited
 from provider.reference import parse_reference
 from provider.server import protocol
-from provider.server.budget import LoopLag, work_budget
-from provider.server.connections import GuardedAppRunner
+from provider.server.budget import RECHECK, LoopLag, work_deadline
+from provider.server.connections import GuardedAppRunner, request_arrival
 from provider.server.reload import ConfigReloader
 from provider.server.tls import ReloadingTLS
 
@@ -147,18 +147,21 @@ def _summarise(outcome: Outcome) -> dict[str, Any]:
 
 
 async def _run_keys(
-    keys: list[str], budget: float, work: Callable[[str], Awaitable[Any]]
+    keys: list[str], stop_at: Callable[[], float], work: Callable[[str], Awaitable[Any]]
 ) -> tuple[dict[str, Any], set[str]]:
-    """Run ``work`` once per distinct key; return results of keys done within ``budget`` and the rest."""
+    """Run ``work`` once per distinct key until every key is done or ``stop_at()`` (``time.monotonic()``, read again
+    every ``RECHECK`` seconds) passes; return the results of the keys done and the rest. Unfinished keys are cancelled
+    without waiting for them: each waits on shared work that goes on, and the answer must not wait a loop turn."""
     unique = list(dict.fromkeys(keys))
     tasks = {k: asyncio.ensure_future(work(k)) for k in unique}
-    if not tasks:
-        return {}, set()
-    _, pending = await asyncio.wait(tasks.values(), timeout=max(0.0, budget))
+    pending: set[asyncio.Future[Any]] = set(tasks.values())
+    while pending:
+        left = stop_at() - time.monotonic()
+        if left <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(left, RECHECK))
     for task in pending:
         task.cancel()
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
     done: dict[str, Any] = {}
     for k, t in tasks.items():
         if t.cancelled() or not t.done():
@@ -179,13 +182,9 @@ def _rejected(endpoint: str, started: float, exc: RequestInvalidError) -> web.Re
     return _json(protocol.response([], str(exc)))
 
 
-def _remaining(started: float, total: float) -> float:
-    return total - (time.monotonic() - started)
-
-
 async def handle_verify(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    started = time.monotonic()
+    started = request_arrival(request)
     config = state.config
     answer_due = config.server.verify_deadline
     endpoint = "verify"
@@ -215,9 +214,11 @@ async def handle_verify(request: web.Request) -> web.Response:
             finally:
                 key_times[key] = time.monotonic() - begun
 
-        budget = work_budget(_remaining(started, answer_due), len(unique), state.lag.recent)
-        with deadline.deadline_after(budget):
-            done, _ = await _run_keys(cold, budget, work)
+        def stop_at() -> float:
+            return work_deadline(started, answer_due, len(unique), state.lag.recent)
+
+        with deadline.deadline_after(stop_at() - time.monotonic()):
+            done, _ = await _run_keys(cold, stop_at, work)
         results.update(done)
     return _answer_verify(state, config, req.keys, unique, results, key_times, started, answer_due)
 
@@ -324,7 +325,7 @@ def _pinned_value(key: str, digest: str, keep_tag: bool) -> str:
 
 async def handle_mutate(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    started = time.monotonic()
+    started = request_arrival(request)
     config = state.config
     budget = config.server.mutate_deadline
     endpoint = "mutate"
@@ -351,9 +352,12 @@ async def handle_mutate(request: web.Request) -> web.Response:
         return _pinned_value(key, descriptor.digest, config.server.mutate_keep_tag)
 
     unique = list(dict.fromkeys(req.keys))
-    work_seconds = work_budget(_remaining(started, budget), len(unique), state.lag.recent)
-    with deadline.deadline_after(work_seconds):
-        results, _ = await _run_keys(unique, work_seconds, work)
+
+    def stop_at() -> float:
+        return work_deadline(started, budget, len(unique), state.lag.recent)
+
+    with deadline.deadline_after(stop_at() - time.monotonic()):
+        results, _ = await _run_keys(unique, stop_at, work)
     items: list[bytes] = []
     for key in req.keys:
         result = results.get(key)

@@ -1,9 +1,11 @@
 """How long a request may work before it must start answering.
 
 The answer is due ``providerTimeout - deadlineMargin`` after the request arrived, but after the work stops there is
-still work to do: cancelling what did not finish, encoding every item, metrics and logs — in proportion to the
-batch — and, on a busy event loop, the wait before this request's code runs again at all. The budget reserves both:
-``PER_KEY_RESERVE`` per key and the event-loop lag measured over the last seconds (:class:`LoopLag`)."""
+still work to do: encoding every item, metrics and logs — in proportion to the batch — and, on a busy event loop,
+the wait before this request's code runs again at all. The budget reserves both: ``PER_KEY_RESERVE`` per key and the
+event-loop lag measured over the last seconds (:class:`LoopLag`). The lag is read again while the request waits
+(:func:`work_deadline` is re-evaluated every ``RECHECK`` seconds): the cold work a request waits for is what makes
+the loop busy, so the lag at its start says little about the lag at its end."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import collections
 
 PER_KEY_RESERVE = 0.00005
 MIN_BUDGET = 0.05
+RECHECK = 0.1
 
 
 class LoopLag:
@@ -45,6 +48,6 @@ class LoopLag:
             self._samples.append(max(0.0, loop.time() - before - self._interval))
 
 
-def work_budget(answer_due: float, keys: int, lag: float) -> float:
-    """Seconds of work left for a request whose answer is due in ``answer_due`` seconds."""
-    return max(min(MIN_BUDGET, answer_due), answer_due - lag - keys * PER_KEY_RESERVE)
+def work_deadline(started: float, answer_due: float, keys: int, lag: float) -> float:
+    """When (``time.monotonic()``) the work of a request that arrived at ``started`` must stop, given the lag now."""
+    return started + max(min(MIN_BUDGET, answer_due), answer_due - lag - keys * PER_KEY_RESERVE)

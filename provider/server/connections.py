@@ -4,11 +4,15 @@ aiohttp closes an *idle* connection after ``keepalive_timeout`` (120 s here, lon
 pool), and Referee bounds the body by the request deadline, but bytes of an unfinished request line or headers
 arriving one at a time keep a connection open. :class:`GuardedAppRunner` closes a connection whose unfinished
 request has not become a complete request within ``header_timeout`` of its first byte.
+
+The handler also notes when each request's first byte arrived (``request_arrival``): Gatekeeper's timeout runs from
+then, not from when a busy event loop gets round to the request's handler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import structlog
@@ -20,18 +24,21 @@ log = structlog.get_logger("referee.server")
 
 
 class _GuardedHandler(RequestHandler):
-    __slots__ = ("_header_timeout", "_partial_since", "_partial_timer")
+    __slots__ = ("_header_timeout", "_partial_since", "_partial_timer", "request_arrival")
 
     def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._partial_since: float | None = None
         self._partial_timer: asyncio.TimerHandle | None = None
+        self.request_arrival: float | None = None
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count
+        arrived = self._loop.time()
         super().data_received(data)
         if self._request_count != before:
+            self.request_arrival = arrived if self._partial_since is None else self._partial_since
             self._partial_since = None
         elif self._partial_since is None and data:
             self._partial_since = self._loop.time()
@@ -56,6 +63,13 @@ class _GuardedServer(Server):
 
     def __call__(self) -> RequestHandler:
         return _GuardedHandler(self, loop=self._loop, header_timeout=self.header_timeout, **self._kwargs)
+
+
+def request_arrival(request: web.BaseRequest) -> float:
+    """When the first byte of ``request`` arrived (``time.monotonic()``); now when the connection did not note it."""
+    now = time.monotonic()
+    arrived = getattr(request.protocol, "request_arrival", None)
+    return arrived if isinstance(arrived, float) and arrived <= now else now
 
 
 class GuardedAppRunner(web.AppRunner):
