@@ -102,22 +102,33 @@ def error_line(
     duration_ms: float,
 ) -> str:
     """The line for a key answered with an error (``result`` error) or left for Gatekeeper to retry
-    (``result`` unavailable)."""
-    return _line(
-        stamp,
-        request_id,
-        key,
-        result=result,
-        allowed=False,
-        reason_code=code,
-        reason=clip(_URL_QUERY.sub(r"\1?...", message)),
-        subject=None,
-        digest=None,
-        verifiers=[],
-        config_generation=generation,
-        cached=False,
-        duration_ms=duration_ms,
-    )
+    (``result`` unavailable). Spliced like :func:`verdict_line`: the fields after the key are encoded once per
+    distinct (result, code, message, generation) — a request cut off by its deadline has one message for many keys."""
+    fields = _ERROR_FIELDS.get((result, code, message, generation))
+    if fields is None:
+        if len(_ERROR_FIELDS) >= MAX_ERROR_FIELDS:
+            _ERROR_FIELDS.clear()
+        fields = _ERROR_FIELDS[(result, code, message, generation)] = _error_fields(result, code, message, generation)
+    return _head(stamp, request_id) + _encode(clip(key)) + fields + _encode(duration_ms) + "}\n"
+
+
+MAX_ERROR_FIELDS = 256
+_ERROR_FIELDS: dict[tuple[str, str, str, str], str] = {}
+
+
+def _error_fields(result: str, code: str, message: str, generation: str) -> str:
+    fields = {
+        "result": result,
+        "allowed": False,
+        "reason_code": code,
+        "reason": clip(_URL_QUERY.sub(r"\1?...", message)),
+        "subject": None,
+        "digest": None,
+        "verifiers": [],
+        "config_generation": generation,
+        "cached": False,
+    }
+    return "," + _encode(fields)[1:-1] + ',"duration_ms":'
 
 
 def _line(stamp: str, request_id: str, key: str, **fields: Any) -> str:

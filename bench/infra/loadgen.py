@@ -3,8 +3,9 @@ it: ``python -m bench.infra.loadgen SPEC.json`` runs the spec's *legs* one after
 document with each leg's figures.
 
 A leg sends recorded ProviderRequests (``workload``: JSON list of ``{"keys": [...], "body": "...", "response":
-"..."}``) from ``workers`` concurrent workers for ``duration`` seconds, to ``url``, either on one keep-alive
-connection per worker or on a fresh TCP + TLS 1.3 connection per request (``fresh``), as Gatekeeper v3.21 does.
+"..."}``) from ``workers`` concurrent workers for ``duration`` seconds (or until its ``stop_file`` appears), to
+``url``, either on one keep-alive connection per worker or on a fresh TCP + TLS 1.3 connection per request
+(``fresh``), as Gatekeeper v3.21 does.
 Every answer must be byte-identical to the recorded ``response`` (Referee's answer for the same keys, recorded
 once by the bench), so a fast client can still check every answer. Before and after each leg it reads the CPU
 time of ``server_pid`` (/proc), so the figures include the server's CPU seconds per leg.
@@ -77,6 +78,16 @@ async def run_leg(leg: dict[str, Any], ctx: ssl.SSLContext) -> dict[str, Any]:
         self0 = self_cpu()
         started = time.perf_counter()
         stop_at = started + float(leg["duration"])
+        stop_file = Path(leg["stop_file"]) if leg.get("stop_file") else None
+
+        async def watch() -> None:
+            nonlocal stop_at
+            while stop_file is not None and time.perf_counter() < stop_at:
+                if stop_file.exists():
+                    stop_at = time.perf_counter()
+                await asyncio.sleep(0.1)
+
+        watcher = asyncio.ensure_future(watch())
 
         async def worker(w: int) -> None:
             session = sessions[w]
@@ -106,6 +117,7 @@ async def run_leg(leg: dict[str, Any], ctx: ssl.SSLContext) -> dict[str, Any]:
                     await asyncio.sleep(pause)
 
         await asyncio.gather(*(worker(w) for w in range(workers)))
+        watcher.cancel()
         seconds = time.perf_counter() - started
         server_cpu = (proc_cpu_seconds(pid) - cpu0) if pid else None
         client_cpu = self_cpu() - self0

@@ -9,19 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from bench.infra.client import Client
 from bench.infra.context import Context
 from bench.infra.drive import verify_all
+from bench.infra.metrics import scrape
 from bench.infra.procs import run_loadgen
-from bench.infra.util import log
+from bench.infra.server import ServerProcess
+from bench.infra.util import BenchError, log
 from bench.phases.throughput import chunks, leg, record
 
 NAME = "deadline"
+IDLE_TIMEOUT = 60.0
 VERIFY_TIMEOUT = 2.0
 MUTATE_TIMEOUT = 1.0
 LOAD_WORKERS = 2
+
+
+async def wait_idle(server: ServerProcess) -> None:
+    """Until the background work of the previous large request is done (``referee_verifications_pending`` 0), so
+    that each large request starts its own work instead of being refused (``limits.maxPendingVerifications``)."""
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    while time.monotonic() < deadline:
+        snapshot = await scrape(server.health_url)
+        if not snapshot.get(("referee_verifications_pending", ()), 0.0):
+            return
+        await asyncio.sleep(0.2)
+    raise BenchError(f"referee still had pending verifications after {IDLE_TIMEOUT:g}s")
 
 
 async def run(ctx: Context) -> None:
@@ -42,7 +58,7 @@ async def run(ctx: Context) -> None:
             await verify_all(client, [server], None, app, s.batch, "deadline prime", deadline=VERIFY_TIMEOUT)
             workload = ctx.directory / "workload-deadline.json"
             workload.write_text(json.dumps(await record(client, chunks(app, s.batch))))
-            load_seconds = repeats * (MUTATE_TIMEOUT + VERIFY_TIMEOUT + 2.0) + 3.0
+            stop_file = ctx.directory / "deadline-load.stop"
             load = asyncio.ensure_future(
                 run_loadgen(
                     ctx.directory,
@@ -54,9 +70,10 @@ async def run(ctx: Context) -> None:
                             server.pid,
                             str(workload),
                             LOAD_WORKERS,
-                            load_seconds,
+                            600.0,
                             deadline=VERIFY_TIMEOUT,
                             keep_latencies=True,
+                            stop_file=str(stop_file),
                         )
                     ],
                     "deadline",
@@ -76,7 +93,7 @@ async def run(ctx: Context) -> None:
                         "itemErrors": len(reply.item_errors),
                     }
                 )
-                await asyncio.sleep(1.0)
+                await wait_idle(server)
                 batch = digests[(repeats + i) * k : (repeats + i + 1) * k]
                 log(f"deadline: /verify with {len(batch)} cold digests (timeout {VERIFY_TIMEOUT:g}s), under load")
                 reply = await client.verify(batch, fresh=True)
@@ -88,7 +105,8 @@ async def run(ctx: Context) -> None:
                         "unanswered": len(reply.unanswered),
                     }
                 )
-                await asyncio.sleep(1.0)
+                await wait_idle(server)
+            stop_file.touch()
             [load_result] = await load
     finally:
         ctx.stop_server(server)

@@ -41,7 +41,7 @@ from provider.executor import Clock, Engine, Outcome, utc_now
 from provider.limits import read_limited
 from provider.reference import parse_reference
 from provider.server import protocol
-from provider.server.budget import RECHECK, LoopLag, work_deadline
+from provider.server.budget import RECHECK, AnswerCost, LoopLag, work_deadline
 from provider.server.connections import GuardedAppRunner, request_arrival
 from provider.server.reload import ConfigReloader
 from provider.server.tls import ReloadingTLS
@@ -56,6 +56,7 @@ class ServerState:
     tls: ReloadingTLS | None = None
     reloader: ConfigReloader | None = None
     lag: LoopLag = field(default_factory=LoopLag)
+    answer_cost: AnswerCost = field(default_factory=AnswerCost)
     ready: bool = False
     last_reload_error: list[str] = field(default_factory=list)
 
@@ -215,12 +216,15 @@ async def handle_verify(request: web.Request) -> web.Response:
                 key_times[key] = time.monotonic() - begun
 
         def stop_at() -> float:
-            return work_deadline(started, answer_due, len(unique), state.lag.recent)
+            return work_deadline(started, answer_due, len(unique), state.lag.recent, state.answer_cost.per_key)
 
         with deadline.deadline_after(stop_at() - time.monotonic()):
             done, _ = await _run_keys(cold, stop_at, work)
         results.update(done)
-    return _answer_verify(state, config, req.keys, unique, results, key_times, started, answer_due)
+    stopped = time.monotonic()
+    response = _answer_verify(state, config, req.keys, unique, results, key_times, started, answer_due)
+    state.answer_cost.observe(len(unique), time.monotonic() - stopped)
+    return response
 
 
 def _answer_verify(
@@ -251,8 +255,7 @@ def _answer_verify(
             items.append(protocol.encode_item(key, error=str(outcome.error)))
     system_error = ""
     if retry:
-        listed = "; ".join(f"{k}: {v}" for k, v in retry.items())
-        system_error = f"{len(retry)} of {len(unique)} keys not answered, retry: {listed}"
+        system_error = f"{len(retry)} of {len(unique)} keys not answered, retry: {_listed(retry)}"
     body = protocol.encode_response(items, system_error)
 
     decision_log = config.server.decision_log
@@ -313,6 +316,19 @@ def _answer_verify(
     return web.Response(body=body, content_type="application/json")
 
 
+def _listed(retry: dict[str, str]) -> str:
+    """``key: reason; …`` for systemError, built only as far as :data:`protocol.MAX_SYSTEM_ERROR` shows of it."""
+    parts: list[str] = []
+    size = 0
+    for key, reason in retry.items():
+        part = f"{key}: {reason}"
+        parts.append(part)
+        size += len(part) + 2
+        if size > protocol.MAX_SYSTEM_ERROR:
+            break
+    return "; ".join(parts)
+
+
 def _pinned_value(key: str, digest: str, keep_tag: bool) -> str:
     """``key`` pinned to ``digest``, spelled as the user wrote it (``nginx:1`` → ``nginx@sha256:…``)."""
     name = key.split("@", 1)[0]
@@ -354,10 +370,11 @@ async def handle_mutate(request: web.Request) -> web.Response:
     unique = list(dict.fromkeys(req.keys))
 
     def stop_at() -> float:
-        return work_deadline(started, budget, len(unique), state.lag.recent)
+        return work_deadline(started, budget, len(unique), state.lag.recent, state.answer_cost.per_key)
 
     with deadline.deadline_after(stop_at() - time.monotonic()):
         results, _ = await _run_keys(unique, stop_at, work)
+    stopped = time.monotonic()
     items: list[bytes] = []
     for key in req.keys:
         result = results.get(key)
@@ -398,6 +415,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
         not_pinned=failed,
         duration_ms=round(elapsed * 1000, 1),
     )
+    state.answer_cost.observe(len(unique), time.monotonic() - stopped)
     return web.Response(body=body, content_type="application/json")
 
 

@@ -9,8 +9,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from provider.server import app
-from provider.server.budget import MIN_BUDGET, PER_KEY_RESERVE, work_deadline
+from provider.server import app, protocol
+from provider.server.budget import MIN_BUDGET, PER_KEY_RESERVE, AnswerCost, work_deadline
 from provider.server.connections import request_arrival
 
 
@@ -62,6 +62,28 @@ def test_the_clock_starts_at_the_first_byte_the_connection_noted() -> None:
     earlier = time.monotonic() - 0.5
     assert request_arrival(_request(SimpleNamespace(request_arrival=earlier))) == earlier
     now = time.monotonic()
-    for protocol in (SimpleNamespace(request_arrival=None), SimpleNamespace(), None):
-        assert request_arrival(_request(protocol)) >= now
+    for conn in (SimpleNamespace(request_arrival=None), SimpleNamespace(), None):
+        assert request_arrival(_request(conn)) >= now
     assert request_arrival(_request(SimpleNamespace(request_arrival=now + 10))) < now + 10  # never in the future
+
+
+def test_the_system_error_lists_only_as_many_keys_as_it_can_show() -> None:
+    retry = {f"registry.example/app:v{i}": "DEADLINE_EXCEEDED: not finished within 1.90s" for i in range(2000)}
+    full = "; ".join(f"{k}: {v}" for k, v in retry.items())
+    prefix = "2000 of 2000 keys not answered, retry: "
+    assert len(app._listed(retry)) < len(full) // 10
+    assert protocol.encode_response([], prefix + app._listed(retry)) == protocol.encode_response([], prefix + full)
+
+
+def test_the_per_key_reserve_follows_what_answering_large_requests_cost() -> None:
+    cost = AnswerCost(window=3)
+    assert cost.per_key == PER_KEY_RESERVE
+    cost.observe(5, 1.0)  # a small request's fixed costs say nothing per key
+    assert cost.per_key == PER_KEY_RESERVE
+    cost.observe(1000, 0.2)  # 200 µs per key on a machine short of CPU
+    assert cost.per_key == 2 * 0.0002
+    for _ in range(3):
+        cost.observe(1000, 0.001)
+    assert cost.per_key == PER_KEY_RESERVE  # the slow one left the window
+    deadline_now = work_deadline(0.0, 2.9, 1000, 0.0, 0.0004)
+    assert deadline_now == 2.9 - 0.4

@@ -91,3 +91,25 @@ def test_a_spliced_line_is_the_document_line_builds_and_never_carries_another_re
             duration_ms=duration,
         )
         assert decisionlog.verdict_line(stamp, request_id, key, verdict, cached, duration) == expected
+
+
+def test_a_spliced_error_line_is_the_document_line_builds() -> None:
+    message = "DEADLINE_EXCEEDED: not finished within 1.90s https://r.example/x?sig=secret"
+    for key, duration in (("ghcr.io/org/app:v1", 1900.0), ("ghcr.io/org/app:v2", 0.5)):
+        expected = decisionlog._line(
+            "t",
+            "r",
+            key,
+            result="unavailable",
+            allowed=False,
+            reason_code="DEADLINE_EXCEEDED",
+            reason="DEADLINE_EXCEEDED: not finished within 1.90s https://r.example/x?...",
+            subject=None,
+            digest=None,
+            verifiers=[],
+            config_generation="g",
+            cached=False,
+            duration_ms=duration,
+        )
+        line = decisionlog.error_line("t", "r", key, "unavailable", "DEADLINE_EXCEEDED", message, "g", duration)
+        assert line == expected
