@@ -16,13 +16,13 @@ import collections
 PER_KEY_RESERVE = 0.00005
 MIN_BUDGET = 0.05
 RECHECK = 0.1
-COST_SAFETY = 2.0
+COST_SAFETY = 1.5
 COST_MIN_KEYS = 20
 
 
 class AnswerCost:
     """Wall-clock seconds per key that building the answer took after the work stopped (encoding, metrics, logs),
-    the worst of the last ``window`` requests of at least ``COST_MIN_KEYS`` keys; ``per_key`` reserves twice that,
+    the worst of the last ``window`` requests of at least ``COST_MIN_KEYS`` keys; ``per_key`` reserves 1.5 times that,
     and never less than ``PER_KEY_RESERVE``. Wall-clock, so a machine short of CPU reserves more."""
 
     def __init__(self, window: int = 50) -> None:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from provider.server import app, protocol
-from provider.server.budget import MIN_BUDGET, PER_KEY_RESERVE, AnswerCost, work_deadline
+from provider.server.budget import COST_SAFETY, MIN_BUDGET, PER_KEY_RESERVE, AnswerCost, work_deadline
 from provider.server.connections import request_arrival
 
 
@@ -81,7 +81,7 @@ def test_the_per_key_reserve_follows_what_answering_large_requests_cost() -> Non
     cost.observe(5, 1.0)  # a small request's fixed costs say nothing per key
     assert cost.per_key == PER_KEY_RESERVE
     cost.observe(1000, 0.2)  # 200 µs per key on a machine short of CPU
-    assert cost.per_key == 2 * 0.0002
+    assert cost.per_key == COST_SAFETY * 0.0002
     for _ in range(3):
         cost.observe(1000, 0.001)
     assert cost.per_key == PER_KEY_RESERVE  # the slow one left the window
