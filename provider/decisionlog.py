@@ -17,6 +17,7 @@ import contextlib
 import json
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,9 +38,18 @@ def clip(text: str, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def timestamp() -> str:
-    """The operational log's format (ISO 8601, UTC, ``Z``)."""
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """The operational log's format (ISO 8601, UTC, ``Z``), always with microseconds; the part up to the second is
+    formatted once per second."""
+    global _second
+    now = time.time()
+    whole = int(now)
+    if _second[0] != whole:
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
 
 
 def verdict_line(stamp: str, request_id: str, key: str, verdict: Verdict, cached: bool, duration_ms: float) -> str:

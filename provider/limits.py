@@ -20,8 +20,16 @@ async def read_limited(
     ``Content-Length`` before reading, and by counting while reading."""
     if declared_length is not None and declared_length > max_bytes:
         raise error(f"{what} of {declared_length} bytes exceeds the {max_bytes}-byte limit")
-    chunks: list[bytes] = []
-    total = 0
+    if stream.is_eof():  # everything has arrived (a small body usually has): take it without iterating
+        data = stream.read_nowait(-1)
+        if len(data) > max_bytes:
+            raise error(f"{what} exceeds the {max_bytes}-byte limit")
+        if stream.at_eof():
+            return data
+        chunks = [data]  # not expected: the buffer is read to its end at EOF; read on to be sure
+    else:
+        chunks = []
+    total = sum(len(c) for c in chunks)
     async for chunk in stream.iter_chunked(65536):
         total += len(chunk)
         if total > max_bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -66,6 +67,7 @@ class ServerState:
 
 
 STATE = web.AppKey("state", ServerState)
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("referee_request_id", default="")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -107,6 +109,7 @@ def _client_allowed(request: web.Request, names: tuple[str, ...]) -> bool:
 @web.middleware
 async def _request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")[:64] or os.urandom(8).hex()
+    REQUEST_ID.set(request_id)
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)
@@ -222,7 +225,8 @@ async def handle_verify(request: web.Request) -> web.Response:
             done, _ = await _run_keys(cold, stop_at, work)
         results.update(done)
     stopped = time.monotonic()
-    response = _answer_verify(state, config, req.keys, unique, results, key_times, started, answer_due)
+    request_id = REQUEST_ID.get()
+    response = _answer_verify(state, config, req.keys, unique, results, key_times, started, answer_due, request_id)
     state.answer_cost.observe(len(unique), time.monotonic() - stopped)
     return response
 
@@ -236,6 +240,7 @@ def _answer_verify(
     key_times: dict[str, float],
     started: float,
     answer_due: float,
+    request_id: str,
 ) -> web.Response:
     """Encode the ProviderResponse and account for it: metrics counted once per kind, one summary log line (per-key
     lines at debug), the decision log."""
@@ -261,7 +266,6 @@ def _answer_verify(
     decision_log = config.server.decision_log
     lines: list[str] = []
     stamp = decisionlog.timestamp() if decision_log.enabled else ""
-    request_id = str(structlog.contextvars.get_contextvars().get("request_id", ""))
     per_key = logs.enabled(logging.DEBUG)
     kinds: collections.Counter[str] = collections.Counter()
     decisions: collections.Counter[tuple[str, str]] = collections.Counter()

@@ -113,3 +113,14 @@ def test_a_spliced_error_line_is_the_document_line_builds() -> None:
         )
         line = decisionlog.error_line("t", "r", key, "unavailable", "DEADLINE_EXCEEDED", message, "g", duration)
         assert line == expected
+
+
+def test_timestamps_are_iso_utc_with_microseconds() -> None:
+    import datetime as dt
+    import re
+
+    before = dt.datetime.now(dt.UTC)
+    stamp = decisionlog.timestamp()
+    after = dt.datetime.now(dt.UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+    assert before - dt.timedelta(microseconds=1) <= dt.datetime.fromisoformat(stamp) <= after
