@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +34,7 @@ MAX_VERIFIERS = 16
 _URL_QUERY = re.compile(r"(https?://[^\s?#]*)[?#]\S*")
 log = structlog.get_logger(LOGGER)
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii  # what ``_encode`` does for a str
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
@@ -57,12 +60,17 @@ def verdict_line(stamp: str, request_id: str, key: str, verdict: Verdict, cached
     from parts: the verdict's fields are encoded once per verdict, the timestamp and request id once per request."""
     return (
         _head(stamp, request_id)
-        + _encode(clip(key))
+        + _encode_str(clip(key))
         + verdict.memo("decisionlog", _verdict_fields)
         + (',"cached":true,"duration_ms":' if cached else ',"cached":false,"duration_ms":')
-        + _encode(duration_ms)
+        + _number(duration_ms)
         + "}\n"
     )
+
+
+def _number(value: float) -> str:
+    """``value`` as the JSON encoder writes it (``float.__repr__`` when finite), without its per-call set-up."""
+    return repr(float(value)) if math.isfinite(value) else _encode(value)
 
 
 def _verdict_fields(verdict: Verdict) -> str:
@@ -119,7 +127,7 @@ def error_line(
         if len(_ERROR_FIELDS) >= MAX_ERROR_FIELDS:
             _ERROR_FIELDS.clear()
         fields = _ERROR_FIELDS[(result, code, message, generation)] = _error_fields(result, code, message, generation)
-    return _head(stamp, request_id) + _encode(clip(key)) + fields + _encode(duration_ms) + "}\n"
+    return _head(stamp, request_id) + _encode_str(clip(key)) + fields + _number(duration_ms) + "}\n"
 
 
 MAX_ERROR_FIELDS = 256

@@ -273,16 +273,22 @@ def _answer_verify(
     now = time.monotonic()
     for key in unique:
         outcome = results.get(key)
-        result, code = _classify(outcome)
-        decisions[(result, code)] += 1
         verdict = outcome.verdict if isinstance(outcome, Outcome) else None
-        was_cached = isinstance(outcome, Outcome) and outcome.cached
-        cached += was_cached
-        kind = _kind(outcome)
+        if isinstance(outcome, Outcome) and verdict is not None:  # the common case: result = kind = allowed/denied
+            decision = verdict.decision
+            result = kind = "allowed" if decision.allowed else "denied"
+            code = decision.reason_code
+            was_cached = outcome.cached
+            if not decision.allowed:
+                for requirement, reason in decision.unmet:
+                    metrics.unmet_requirements(requirement, reason).inc()
+        else:
+            result, code = _classify(outcome)
+            kind = _kind(outcome)
+            was_cached = False
+        decisions[(result, code)] += 1
         kinds[kind] += 1
-        if verdict is not None and not verdict.allowed:
-            for requirement, reason in verdict.decision.unmet:
-                metrics.unmet_requirements(requirement, reason).inc()
+        cached += was_cached
         if not (decision_log.enabled or per_key):
             continue
         duration_ms = round(key_times.get(key, 0.0 if was_cached else now - started) * 1000, 1)
