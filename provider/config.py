@@ -17,10 +17,8 @@ import yaml
 from provider.confignode import Node, Problems, Secret
 from provider.errors import ConfigError
 from provider.files import read_regular
-from provider.policies.base import PolicySpec, policy_types
 from provider.registry.matching import ImagePattern
-from provider.stores.base import StoreSpec, store_types
-from provider.verifiers.base import VerifierSpec, verifier_types
+from provider.specs import PolicySpec, StoreSpec, VerifierSpec, policy_types, store_types, verifier_types
 
 API_VERSION = "referee.dev/v1alpha1"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
