@@ -123,7 +123,7 @@ class Engine:
         self._flight: SingleFlight[tuple[str, str, str, str], Verdict] = SingleFlight()
         self._resolving: SingleFlight[tuple[str, str], Descriptor] = SingleFlight()
         self._admission: dict[str, SharedSlots] = {}
-        self._retired: set[asyncio.Task[None]] = set()
+        self._retired: dict[asyncio.Task[None], Runtime] = {}
 
     def _configure_caches(self, config: Config) -> None:
         c = config.cache
@@ -167,8 +167,8 @@ class Engine:
         if old.config.registries != config.registries:
             self._admission = {}
         task = asyncio.ensure_future(self._retire(old))
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        self._retired[task] = old
+        task.add_done_callback(self._retired.pop)
 
     async def _retire(self, runtime: Runtime) -> None:
         await asyncio.sleep(runtime.config.limits.verification_timeout + 1.0)
@@ -178,8 +178,11 @@ class Engine:
         await self._keys.cancel_all()
         await self._flight.cancel_all()
         await self._resolving.cancel_all()
-        for task in list(self._retired):
+        retired = list(self._retired.items())
+        for task, _ in retired:
             task.cancel()
+        for _, runtime in retired:
+            await runtime.close()
         await self.runtime.close()
 
     # -- entry points ------------------------------------------------------------------------------------------
