@@ -34,6 +34,7 @@ log = structlog.get_logger("referee.executor")
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
+VerdictKey = tuple[str, str, str, str, str]
 ADMISSION_FACTOR = 2
 
 
@@ -120,19 +121,19 @@ class Engine:
         self.runtime = Runtime(config, self.content)
         self._configure_caches(config)
         self._keys: SingleFlight[tuple[str, str, str], Verdict] = SingleFlight()
-        self._flight: SingleFlight[tuple[str, str, str, str], Verdict] = SingleFlight()
+        self._flight: SingleFlight[VerdictKey, Verdict] = SingleFlight()
         self._resolving: SingleFlight[tuple[str, str], Descriptor] = SingleFlight()
         self._admission: dict[str, SharedSlots] = {}
         self._retired: dict[asyncio.Task[None], Runtime] = {}
 
     def _configure_caches(self, config: Config) -> None:
         c = config.cache
-        self.verdicts: TTLMap[tuple[str, str, str, str], Verdict] = TTLMap(
+        self.verdicts: TTLMap[VerdictKey, Verdict] = TTLMap(
             "verdict", c.verdict_max_entries, c.verdict_ttl, self._monotonic
         )
         # A verdict decided without examining every referrer (a cap was hit, evidence could not be read) is kept
         # only briefly: a flood must not lock an image out, nor keep an allow decided on partial evidence, for long.
-        self.partial_verdicts: TTLMap[tuple[str, str, str, str], Verdict] = TTLMap(
+        self.partial_verdicts: TTLMap[VerdictKey, Verdict] = TTLMap(
             "verdict-partial", c.verdict_max_entries, min(c.verdict_ttl, c.tag_ttl), self._monotonic
         )
         self.tags: TTLMap[tuple[str, str], Descriptor] = TTLMap("tag", c.tag_max_entries, c.tag_ttl, self._monotonic)
@@ -233,10 +234,10 @@ class Engine:
         cache, cache_key = self._resolution_key(runtime, store, ref)
         return cache.get(cache_key)
 
-    def _verdict_key(
-        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor
-    ) -> tuple[str, str, str, str]:
-        return (store.name, ref.name, descriptor.digest, runtime.generation)
+    def _verdict_key(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor) -> VerdictKey:
+        # The tag is part of the key: an attestor's signed identity may name a tag (``matchExact``), so the verdict
+        # for ``repo:v1`` says nothing about ``repo:v2`` pointing at the same digest.
+        return (store.name, ref.name, ref.tag or "", descriptor.digest, runtime.generation)
 
     def _cached_verdict(
         self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor

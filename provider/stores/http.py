@@ -24,6 +24,7 @@ from provider.config import RegistriesConfig
 from provider.confignode import Node
 from provider.errors import ArtifactTooLargeError, DeadlineExceededError, StoreError, StoreUnavailableError
 from provider.limits import read_limited
+from provider.registry.urls import safe_authority
 
 log = structlog.get_logger("referee.stores")
 
@@ -179,14 +180,14 @@ class StoreHttp:
 
     def _redirect(self, url: str, location: str, origin: tuple[str, str], what: str) -> str:
         target = urljoin(url, location)
+        host = safe_authority(target)
+        if host is None:
+            raise StoreError(f"{self._store}: refusing redirect of {what} to {target[:200]!r}")
         if _origin(target) == origin:
             return target
-        parts = urlsplit(target)
-        if parts.scheme != "https":
+        if urlsplit(target).scheme != "https":
             raise StoreError(f"{self._store}: refusing redirect of {what} to non-HTTPS {target}")
-        if not self._registries.is_allowed(parts.netloc, ""):
-            raise StoreError(
-                f"{self._store}: refusing redirect of {what} to {parts.netloc}, which is not in registries.allow"
-            )
-        log.debug("store_redirect", store=self._store, target=parts.netloc)
+        if not self._registries.is_allowed(host, ""):
+            raise StoreError(f"{self._store}: refusing redirect of {what} to {host}, which is not in registries.allow")
+        log.debug("store_redirect", store=self._store, target=host)
         return target
