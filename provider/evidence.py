@@ -35,7 +35,7 @@ from provider.errors import (
     ReferrersCappedError,
     SubjectMismatchError,
 )
-from provider.oci import Descriptor, Manifest
+from provider.oci import Descriptor, Manifest, ReferrerListing
 from provider.policies.base import PolicyEnforcer, Signature, signed_under
 from provider.stores.base import ReferrerStore
 from provider.verdict import ArtifactResult
@@ -85,6 +85,12 @@ def check_subject(manifest: Manifest, artifact: Descriptor, subject: Subject) ->
         raise SubjectMismatchError(
             f"referrer {artifact.digest} was listed for {expected} but its subject is {manifest.subject.digest}"
         )
+
+
+def _shown(artifact_type: str) -> str:
+    """An artifact type as users know it (Referee's internal names for cosign's tags are not theirs)."""
+    suffix = mt.COSIGN_LEGACY_TYPES.get(artifact_type)
+    return f"cosign's sha256-<digest>{suffix} tag" if suffix else artifact_type
 
 
 async def _all(works: Sequence[Awaitable[T]]) -> list[T]:
@@ -195,6 +201,8 @@ class EvidenceCollector:
         listing = await self._store.list_referrers(subject.ref, subject.descriptor, wanted)
         for note in listing.notes:
             self._note(note)
+        if depth == 0:
+            self._explain_missing(subject, listing)
         entries, capped = await self._select(subject, listing.descriptors, wanted)
         if listing.truncated:
             self.complete = False
@@ -227,6 +235,32 @@ class EvidenceCollector:
         truncated = set(capped) | (set(wanted) if listing.truncated else set())
         ordered.extend(self._capped_results(subject, capped, listing.truncated, wanted))
         return self._reconcile(ordered, signed, frozenset(truncated))
+
+    def _explain_missing(self, subject: Subject, listing: ReferrerListing) -> None:
+        """Say why a verifier will find nothing: the digest has no referrers at all, or only of other types."""
+        if listing.notes or listing.truncated or listing.other_types is None:
+            return
+        listed: dict[str, int] = {}
+        for d in listing.descriptors:
+            listed[d.artifact_type or d.media_type] = listed.get(d.artifact_type or d.media_type, 0) + 1
+        for kind, count in listing.other_types:
+            listed[kind] = listed.get(kind, 0) + count
+        if not listed:
+            self._note(
+                f"no referrers listed for {subject.descriptor.digest[:19]}…: nothing is attached to this digest "
+                "(a tag's index and each of its platform manifests have their own digests)"
+            )
+            return
+        total = sum(listed.values())
+        for v in self._verifiers:
+            if any(kind in v.spec.artifact_types for kind in listed):
+                continue
+            kinds = ", ".join(f"{kind} ({count})" for kind, count in list(listed.items())[:4])
+            more = f" and {len(listed) - 4} more types" if len(listed) > 4 else ""
+            self._note(
+                f"{v.spec.name}: none of the {total} referrers listed is of a type it verifies "
+                f"({', '.join(sorted(_shown(t) for t in v.spec.artifact_types))}); listed: {kinds}{more}"
+            )
 
     async def _select(
         self, subject: Subject, listed: Sequence[Descriptor], wanted: frozenset[str]

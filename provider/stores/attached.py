@@ -52,7 +52,7 @@ class AttachedEvidenceStore:
             self._client.check_allowed(ref)
             attached = await self._attached(ref, subject)
         registry = [d for d in listing.descriptors if d.artifact_type not in mt.ATTESTED_EVIDENCE_TYPES]
-        return ReferrerListing((*registry, *attached), listing.notes, listing.truncated)
+        return ReferrerListing((*registry, *attached), listing.notes, listing.truncated, listing.other_types)
 
     async def _attached(self, ref: ImageRef, subject: Descriptor) -> list[Descriptor]:
         raise NotImplementedError
