@@ -18,6 +18,7 @@ from provider.confignode import Node, Problems, Secret
 from provider.errors import ConfigError
 from provider.files import read_regular
 from provider.policies.base import PolicySpec, policy_types
+from provider.proxy import ProxySettings, proxy_settings
 from provider.registry.matching import ImagePattern
 from provider.stores.base import StoreSpec, store_types
 from provider.verifiers.base import VerifierSpec, verifier_types
@@ -102,6 +103,7 @@ class RegistriesConfig:
     cosign_legacy_tags: bool = True
     credential_entries: tuple[CredentialEntry, ...] = ()
     credential_providers: CredentialProvidersConfig | None = None
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
     def host_config(self, host: str) -> RegistryHostConfig:
         for h in self.hosts:
@@ -296,9 +298,19 @@ def _parse_registries(node: Node) -> RegistriesConfig:
         cosign_legacy_tags=node.flag("cosign_legacy_tags", True),
         credential_entries=pull_secrets + docker_entries,
         credential_providers=credential_providers,
+        proxy=_parse_proxy_environment(node.problems),
     )
     node.finish()
     return result
+
+
+def _parse_proxy_environment(problems: Problems) -> ProxySettings:
+    """HTTPS_PROXY, HTTP_PROXY and NO_PROXY (:mod:`provider.proxy`); a value that cannot be used is a problem of
+    the configuration, so that ``referee config check`` and a reload report it."""
+    settings, found = proxy_settings()
+    for problem in found:
+        problems.add("", problem)
+    return settings
 
 
 def _parse_plugin_list(node: Node, key: str, registry: Any, build: Any) -> list[Any]:

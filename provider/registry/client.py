@@ -341,6 +341,7 @@ class RegistryClient:
         url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
         timeout = self._attempt_timeout()
         session = self._get_session()
+        proxy_url, proxy_headers = self.config.proxy.arguments(url, headers)
         try:
             async with session.request(
                 method,
@@ -350,6 +351,8 @@ class RegistryClient:
                 ssl=ssl_ctx,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
+                proxy=proxy_url,
+                proxy_headers=proxy_headers,
             ) as resp:
                 self.request_count += 1
                 metrics.REGISTRY_REQUESTS.labels(realm_host, method, str(resp.status)).inc()
@@ -506,6 +509,7 @@ class RegistryClient:
                 if auth:
                     headers["Authorization"] = auth
             timeout = aiohttp.ClientTimeout(total=self._attempt_timeout())
+            proxy_url, proxy_headers = self.config.proxy.arguments(url, headers)
             async with session.request(
                 method,
                 url,
@@ -513,6 +517,8 @@ class RegistryClient:
                 ssl=host.ssl if same_origin else True,
                 allow_redirects=False,
                 timeout=timeout,
+                proxy=proxy_url,
+                proxy_headers=proxy_headers,
             ) as resp:
                 self.request_count += 1
                 metrics.REGISTRY_REQUESTS.labels(host.registry, method, str(resp.status)).inc()
