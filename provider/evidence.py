@@ -17,6 +17,7 @@ Per level (the image, then each artifact whose own referrers are verified):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,6 +86,15 @@ def check_subject(manifest: Manifest, artifact: Descriptor, subject: Subject) ->
         raise SubjectMismatchError(
             f"referrer {artifact.digest} was listed for {expected} but its subject is {manifest.subject.digest}"
         )
+
+
+def _attestation_manifest(descriptor: Descriptor) -> bool:
+    """BuildKit's in-index attestation manifests (``vnd.docker.reference.type: attestation-manifest``, platform
+    ``unknown/unknown``) are not platforms."""
+    if descriptor.annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+        return True
+    platform = descriptor.platform or {}
+    return platform.get("os") == "unknown" and platform.get("architecture") == "unknown"
 
 
 def _shown(artifact_type: str) -> str:
@@ -164,8 +174,15 @@ class EvidenceCollector:
         limits: LimitsConfig,
         semaphore: asyncio.Semaphore,
         now: datetime,
+        *,
+        platform_artifact_types: frozenset[str] = frozenset(),
+        max_platforms: int = 16,
+        explain: bool = True,
     ) -> None:
         self._store = store
+        self._platform_types = platform_artifact_types
+        self._max_platforms = max_platforms
+        self._explain = explain
         self._subject = subject
         self._verifiers = tuple(verifiers)
         self._policy = policy
@@ -179,10 +196,55 @@ class EvidenceCollector:
 
     async def collect(self) -> list[ArtifactResult]:
         try:
-            return await self._level(self._subject, 0)
+            results = await self._level(self._subject, 0)
+            if self._platform_types and self._subject.descriptor.media_type in mt.INDEX_TYPES:
+                results.extend(await self._platform_results())
+            return results
         finally:
             for task in self._nested.values():
                 task.cancel()
+
+    async def _platform_results(self) -> list[ArtifactResult]:
+        """Evidence of ``multiArch.platformArtifactTypes`` attached to the platform manifests the index lists. The
+        index is read by its digest (verified), so the platforms are the ones it binds; each platform's referrers
+        must name that platform as their subject."""
+        index = await self._store.fetch_manifest(self._subject.ref, self._subject.descriptor)
+        platforms = [d for d in index.manifests if d.media_type in mt.MANIFEST_TYPES and not _attestation_manifest(d)]
+        if len(platforms) > self._max_platforms:
+            self.complete = False
+            self._note(
+                f"{len(platforms) - self._max_platforms} platform manifests of the index were not examined "
+                f"(multiArch.maxPlatforms {self._max_platforms})"
+            )
+            platforms = platforms[: self._max_platforms]
+        verifiers = [
+            ConfiguredVerifier(
+                dataclasses.replace(v.spec, artifact_types=v.spec.artifact_types & self._platform_types), v.verifier
+            )
+            for v in self._verifiers
+            if v.spec.artifact_types & self._platform_types
+        ]
+        if not verifiers:
+            return []
+
+        async def one(platform: Descriptor) -> list[ArtifactResult]:
+            child = EvidenceCollector(
+                self._store,
+                Subject(self._subject.ref.with_digest(platform.digest), platform),
+                verifiers,
+                self._policy,
+                self._limits,
+                self._semaphore,
+                self._now,
+                explain=False,
+            )
+            found = await child.collect()
+            for note in child.notes:
+                self._note(f"platform {platform.digest[:19]}: {note}")
+            self.complete = self.complete and child.complete
+            return [dataclasses.replace(r, subject=platform.digest) for r in found]
+
+        return [r for results in await _all([one(p) for p in platforms]) for r in results]
 
     def _read_fault(self, descriptor: Descriptor, exc: ProviderError) -> None:
         self.complete = False
@@ -201,7 +263,7 @@ class EvidenceCollector:
         listing = await self._store.list_referrers(subject.ref, subject.descriptor, wanted)
         for note in listing.notes:
             self._note(note)
-        if depth == 0:
+        if depth == 0 and self._explain:
             self._explain_missing(subject, listing)
         entries, capped = await self._select(subject, listing.descriptors, wanted)
         if listing.truncated:

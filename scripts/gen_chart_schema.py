@@ -77,6 +77,7 @@ SECTIONS = {
     "server": "the rest of server is set by the chart: " + ", ".join(CHART_OWNED_SERVER),
     "cache": "cache sizes and lifetimes",
     "limits": "resource limits per verification",
+    "multiArch": "opt-ins for multi-platform images (an index's evidence covering its platform manifests)",
 }
 _INDEX = re.compile(r"\[\d+\]")
 
