@@ -428,6 +428,8 @@ def test_schema_is_closed_at_every_level() -> None:
         ".affinity.nodeAffinity",
         ".affinity.podAffinity",
         ".affinity.podAntiAffinity",
+        ".extraContainers[items]",
+        ".extraInitContainers[items]",
         ".extraVolumes[items]",
     ]
     # every key in values.yaml is described (the schema would reject the chart's own defaults otherwise)

@@ -83,10 +83,10 @@ class Rendered:
         return spec
 
     def container(self) -> dict[str, Any]:
-        containers = self.pod()["containers"]
-        assert len(containers) == 1
-        c: dict[str, Any] = containers[0]
-        return c
+        """The referee container (``extraContainers`` may add sidecars beside it)."""
+        [c] = [c for c in self.pod()["containers"] if c["name"] == "referee"]
+        found: dict[str, Any] = c
+        return found
 
 
 # The suite renders offline, like ``helm template``, where the chart refuses to mint a CA unless told it may
