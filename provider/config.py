@@ -17,6 +17,7 @@ import yaml
 from provider.confignode import Node, Problems, Secret
 from provider.errors import ConfigError
 from provider.files import read_regular
+from provider.proxy import ProxySettings, proxy_settings
 from provider.registry.matching import ImagePattern
 from provider.specs import PolicySpec, StoreSpec, VerifierSpec, policy_types, store_types, verifier_types
 
@@ -100,6 +101,7 @@ class RegistriesConfig:
     cosign_legacy_tags: bool = True
     credential_entries: tuple[CredentialEntry, ...] = ()
     credential_providers: CredentialProvidersConfig | None = None
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
     def host_config(self, host: str) -> RegistryHostConfig:
         for h in self.hosts:
@@ -180,6 +182,20 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MultiArchConfig:
+    """Opt-ins for multi-platform images (docs/configuration.md, "Multi-platform images").
+
+    ``index_covers_platforms``: a key ``name:tag@sha256:<platform manifest>`` whose own evidence does not allow it
+    is allowed when the index ``tag`` names lists that digest and is allowed itself. ``platform_artifact_types``:
+    referrers of these types attached to the platform manifests an index lists count as evidence for the index
+    (at most ``max_platforms`` platforms)."""
+
+    index_covers_platforms: bool = False
+    platform_artifact_types: frozenset[str] = frozenset()
+    max_platforms: int = 16
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     registries: RegistriesConfig
     stores: tuple[StoreSpec, ...]
@@ -191,6 +207,7 @@ class Config:
     generation: str
     source: str | None = None
     sources: tuple[str, ...] = ()
+    multi_arch: MultiArchConfig = field(default_factory=MultiArchConfig)
 
     def verifier(self, name: str) -> VerifierSpec | None:
         return next((v for v in self.verifiers if v.name == name), None)
@@ -294,9 +311,19 @@ def _parse_registries(node: Node) -> RegistriesConfig:
         cosign_legacy_tags=node.flag("cosign_legacy_tags", True),
         credential_entries=pull_secrets + docker_entries,
         credential_providers=credential_providers,
+        proxy=_parse_proxy_environment(node.problems),
     )
     node.finish()
     return result
+
+
+def _parse_proxy_environment(problems: Problems) -> ProxySettings:
+    """HTTPS_PROXY, HTTP_PROXY and NO_PROXY (:mod:`provider.proxy`); a value that cannot be used is a problem of
+    the configuration, so that ``referee config check`` and a reload report it."""
+    settings, found = proxy_settings()
+    for problem in found:
+        problems.add("", problem)
+    return settings
 
 
 def _parse_plugin_list(node: Node, key: str, registry: Any, build: Any) -> list[Any]:
@@ -433,6 +460,37 @@ def _parse_limits(node: Node) -> LimitsConfig:
     return limits
 
 
+# Signatures bind one digest: a signature on a platform manifest says nothing about an index listing it (anyone can
+# write an index that lists a signed platform beside one of theirs), so it never counts for an index.
+_SIGNATURE_TYPES = frozenset(
+    {
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        "application/vnd.cncf.notary.signature",
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+    }
+)
+
+
+def _parse_multi_arch(node: Node) -> MultiArchConfig:
+    d = MultiArchConfig()
+    types = node.str_list("platform_artifact_types")
+    for i, artifact_type in enumerate(types):
+        if artifact_type in _SIGNATURE_TYPES or artifact_type.startswith("application/vnd.dev.sigstore.bundle"):
+            node.problems.add(
+                f"{node.child_path('platformArtifactTypes')}[{i}]",
+                f"{artifact_type} is a signature type: a signature on a platform manifest does not cover an index "
+                "that lists it (sign the index; cosign sign --recursive signs both)",
+            )
+    multi_arch = MultiArchConfig(
+        index_covers_platforms=node.flag("index_covers_platforms", d.index_covers_platforms),
+        platform_artifact_types=frozenset(types),
+        max_platforms=node.integer("max_platforms", d.max_platforms, minimum=1, maximum=64),
+    )
+    node.finish()
+    return multi_arch
+
+
 def _parse_policy(node: Node, verifier_names: frozenset[str]) -> PolicySpec:
     type_name = node.string("type", None)
     if type_name is None:
@@ -483,6 +541,7 @@ def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str
     server = _parse_server(root.node("server"))
     cache = _parse_cache(root.node("cache"))
     limits = _parse_limits(root.node("limits"))
+    multi_arch = _parse_multi_arch(root.node("multi_arch"))
     root.finish()
     _cross_check(problems, verifiers, policy)
     if problems.items:
@@ -498,6 +557,7 @@ def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str
         generation=problems.fingerprint.hexdigest()[:16],
         source=source,
         sources=tuple(dict.fromkeys(problems.sources)),
+        multi_arch=multi_arch,
     )
 
 

@@ -132,6 +132,15 @@ class Node:
     def has(self, name: str) -> bool:
         return camel(name) in self._data
 
+    def misspelled(self, key: str) -> tuple[bool, Any]:
+        """A key that is *not* a parameter here (e.g. a CLI flag written as YAML), read only to explain the
+        mistake: ``(present, value)``. It is marked read so that :meth:`finish` does not also call it unknown, and
+        it is no parameter of the chart schema (``scripts/gen_chart_schema.py`` records only parameter reads)."""
+        if key not in self._data:
+            return False, None
+        self._used.add(key)
+        return True, self._data[key]
+
     def raw(self, name: str, default: Any = None) -> Any:
         key = camel(name)
         self._used.add(key)

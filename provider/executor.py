@@ -17,6 +17,7 @@ from typing import TypeVar
 import structlog
 
 from provider import deadline, metrics
+from provider import mediatypes as mt
 from provider.cache import ContentCache, SingleFlight, TTLMap
 from provider.config import Config, matches_any
 from provider.errors import OverloadedError, ProviderError, UnsupportedError
@@ -27,7 +28,7 @@ from provider.policies.base import PolicyEnforcer, policy_types
 from provider.reference import ImageRef, parse_reference
 from provider.registry.client import RegistryClient
 from provider.stores.base import ReferrerStore, StoreResources, store_types
-from provider.verdict import Verdict
+from provider.verdict import POLICY_SATISFIED, Decision, Verdict
 from provider.verifiers.base import Subject, verifier_types
 
 log = structlog.get_logger("referee.executor")
@@ -325,7 +326,7 @@ class Engine:
             try:
                 subject = Subject(pinned, descriptor)
                 verdict = await _bounded(
-                    runtime, self._verify_subject(runtime, store, subject), f"verification of {pinned.pinned()}"
+                    runtime, self._decide(runtime, store, ref, subject), f"verification of {pinned.pinned()}"
                 )
             finally:
                 metrics.IN_FLIGHT.dec()
@@ -336,6 +337,59 @@ class Engine:
             return verdict
 
         return await self._flight.run(cache_key, compute)
+
+    async def _decide(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, subject: Subject) -> Verdict:
+        """The subject's own verdict; for ``name:tag@<platform manifest>`` under ``multiArch.indexCoversPlatforms``,
+        a denial is reconsidered against the index the tag names."""
+        verdict = await self._verify_subject(runtime, store, subject)
+        covers = runtime.config.multi_arch.index_covers_platforms
+        if verdict.allowed or not covers or not (ref.tag and ref.digest):
+            return verdict
+        if subject.descriptor.media_type not in mt.MANIFEST_TYPES:
+            return verdict
+        return await self._index_cover(runtime, store, ref, subject, verdict)
+
+    async def _index_cover(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, subject: Subject, own: Verdict
+    ) -> Verdict:
+        """Allowed when the index the tag names lists this manifest's digest and is allowed itself. The index is
+        resolved and read by digest (verified) and judged like any key: its own evidence, never the tag's word."""
+
+        def denied(note: str) -> Verdict:
+            return dataclasses.replace(own, notes=(*own.notes, note)[:8])
+
+        tag_ref = ImageRef(ref.registry, ref.repository, ref.tag, None)
+        digest = subject.descriptor.digest
+        try:
+            index_descriptor = await self._resolve(runtime, store, tag_ref)
+            if index_descriptor.media_type not in mt.INDEX_TYPES:
+                return denied(f"multiArch: the tag {ref.tag} names no index ({index_descriptor.media_type})")
+            index = await store.fetch_manifest(tag_ref.with_digest(index_descriptor.digest), index_descriptor)
+        except ProviderError as exc:
+            if exc.transient:
+                raise
+            return denied(f"multiArch: the tag {ref.tag} could not be read as an index: {exc.code}")
+        short = index_descriptor.digest[:19]
+        if digest not in {m.digest for m in index.manifests}:
+            return denied(f"multiArch: the index {short}… that {ref.tag} names does not list {digest[:19]}…")
+        index_verdict = await self._verdict(runtime, store, tag_ref, index_descriptor)
+        if not index_verdict.allowed:
+            return denied(f"multiArch: the index {short}… that {ref.tag} names is not allowed either")
+        decision = Decision(
+            True,
+            f"covered by the index {short}… that {ref.tag} names, which lists this manifest: "
+            f"{index_verdict.decision.reason}",
+            {"type": "index", "index": index_descriptor.digest, "indexPolicy": dict(index_verdict.decision.details)},
+            code=POLICY_SATISFIED,
+            verifiers=index_verdict.decision.verifiers,
+        )
+        return dataclasses.replace(
+            own,
+            decision=decision,
+            artifacts=tuple(index_verdict.artifacts),
+            notes=index_verdict.notes,
+            complete=index_verdict.complete,
+        )
 
     async def _verify_subject(self, runtime: Runtime, store: ReferrerStore, subject: Subject) -> Verdict:
         started = time.perf_counter()
@@ -348,6 +402,8 @@ class Engine:
             runtime.config.limits,
             self._semaphore,
             now,
+            platform_artifact_types=runtime.config.multi_arch.platform_artifact_types,
+            max_platforms=runtime.config.multi_arch.max_platforms,
         )
         results = await collector.collect()
         decision = runtime.policy.decide(subject, results)

@@ -23,6 +23,9 @@ class ArtifactResult:
     details: Mapping[str, Any] = field(default_factory=dict)
     nested: tuple[ArtifactResult, ...] = ()
     error: str | None = None
+    subject: str | None = None
+    """The platform manifest the artifact is attached to, when it is not the verdict's subject (an index's
+    platform-level evidence, ``multiArch.platformArtifactTypes``)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -37,6 +40,8 @@ class ArtifactResult:
         }
         if self.error:
             out["error"] = self.error
+        if self.subject:
+            out["subject"] = self.subject
         return out
 
 

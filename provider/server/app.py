@@ -539,6 +539,7 @@ class RefereeServer:
             health_port=self.health_port,
             generation=self.state.config.generation,
             client_auth=server.tls.client_auth,
+            outbound_proxy=self.state.config.registries.proxy.describe(),
         )
 
     async def stop(self) -> None:

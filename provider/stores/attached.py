@@ -56,6 +56,7 @@ class AttachedEvidenceStore:
             (*registry, *attached.descriptors),
             (*listing.notes, *attached.notes),
             listing.truncated or attached.truncated,
+            listing.other_types,
         )
 
     async def _attached(self, ref: ImageRef, subject: Descriptor) -> ReferrerListing:

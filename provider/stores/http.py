@@ -160,12 +160,15 @@ class StoreHttp:
             same = _origin(url) == origin
             sent = dict(headers) if same else {k: v for k, v in headers.items() if k.lower() != "authorization"}
             sent["Accept-Encoding"] = "identity"
+            proxy_url, proxy_headers = self._registries.proxy.arguments(url, sent)
             async with session.get(
                 URL(url, encoded=True),
                 headers=sent,
                 ssl=self._ssl if same else True,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self._timeout()),
+                proxy=proxy_url,
+                proxy_headers=proxy_headers,
             ) as resp:
                 metrics.REGISTRY_REQUESTS.labels(urlsplit(url).netloc, "GET", str(resp.status)).inc()
                 if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:

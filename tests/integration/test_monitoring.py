@@ -76,6 +76,7 @@ def monitoring() -> Monitoring:
         "gatekeeper": {"clientCA": {"secretName": "gatekeeper-webhook-server-cert"}},
         "prometheusRule": {"enabled": True},
         "grafanaDashboard": {"enabled": True},
+        "tls": {"allowOfflineCA": True},  # rendered offline, like helm template (docs/deploy.md, GitOps)
     }
     with helm.Chart.load(CHART) as chart:
         out = chart.render(values, name=RELEASE, namespace=NAMESPACE)

@@ -34,6 +34,9 @@ helm.sh/chart: {{ include "referee.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: referee
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "referee.serviceAccountName" -}}
@@ -44,11 +47,25 @@ app.kubernetes.io/part-of: referee
 {{- end -}}
 {{- end -}}
 
+{{/* image.repository, with its registry replaced by image.registry when that is set. */}}
+{{- define "referee.imageRepository" -}}
+{{- $repository := .Values.image.repository -}}
+{{- with .Values.image.registry -}}
+  {{- $parts := splitn "/" 2 $repository -}}
+  {{- $first := $parts._0 -}}
+  {{- if and $parts._1 (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+    {{- $repository = $parts._1 -}}
+  {{- end -}}
+  {{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{- end -}}
+{{- $repository -}}
+{{- end -}}
+
 {{- define "referee.image" -}}
 {{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- printf "%s@%s" (include "referee.imageRepository" .) .Values.image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s:%s" (include "referee.imageRepository" .) (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 {{- end -}}
 
@@ -65,7 +82,22 @@ app.kubernetes.io/part-of: referee
 {{- end -}}
 
 {{- define "referee.tlsSecretName" -}}
+{{- if eq .Values.tls.mode "existingSecret" -}}
+{{- .Values.tls.existingSecret.name -}}
+{{- else -}}
 {{- printf "%s-tls" (include "referee.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Called before the chart mints a CA (no CA found in the cluster): refuse when there is no cluster to find one in.
+Offline (helm template, Argo CD, --dry-run) lookup answers nothing, not even for kube-system, and a CA minted
+there would change on every render.
+*/}}
+{{- define "referee.requireClusterForCA" -}}
+{{- if and (not .Values.tls.allowOfflineCA) (not (lookup "v1" "Namespace" "" "kube-system")) -}}
+{{- fail (printf "tls.mode=%s: the chart would create a new CA, but it is rendered without cluster access (helm template, Argo CD, --dry-run), where it cannot find the CA it created before: every render would mint another one and the Providers' caBundle would stop matching the serving certificate. For GitOps, use tls.mode=existingSecret (a TLS Secret you manage, its CA in tls.existingSecret.caBundle) or tls.mode=certManager with tls.certManager.issuerRef and caBundle: docs/deploy.md, \"GitOps\". To render once and apply the output yourself, set tls.allowOfflineCA=true." .Values.tls.mode) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "referee.caSecretName" -}}
@@ -153,6 +185,14 @@ so a bad combination fails the whole render with one clear message.
 {{- end -}}
 {{- if and (eq $v.tls.mode "certManager") $v.tls.certManager.issuerRef.name (not $v.tls.certManager.caBundle) -}}
   {{- fail "tls.certManager.caBundle is required with tls.certManager.issuerRef: Gatekeeper's Provider needs the PEM of the CA that signs Referee's serving certificate, and cert-manager's CA injector only fills webhook, CRD and APIService caBundles, not Provider resources. Leave issuerRef.name empty to let the chart create the CA." -}}
+{{- end -}}
+{{- if eq $v.tls.mode "existingSecret" -}}
+  {{- if not $v.tls.existingSecret.name -}}
+    {{- fail "tls.mode=existingSecret needs tls.existingSecret.name: a kubernetes.io/tls Secret (tls.crt, tls.key) in the release namespace" -}}
+  {{- end -}}
+  {{- if not $v.tls.existingSecret.caBundle -}}
+    {{- fail "tls.mode=existingSecret needs tls.existingSecret.caBundle: the PEM of the CA that signed the Secret's certificate, for the Providers' caBundle (the chart does not read the Secret, so that every render is the same)" -}}
+  {{- end -}}
 {{- end -}}
 {{- $seen := dict -}}
 {{- range $v.registryCredentials.hosts -}}
@@ -307,6 +347,7 @@ caCert: {{ get $data "ca.crt" | b64dec | quote }}
 cert: {{ get $data "tls.crt" | b64dec | quote }}
 key: {{ get $data "tls.key" | b64dec | quote }}
   {{- else -}}
+    {{- include "referee.requireClusterForCA" . -}}
     {{- $ca := genCA (printf "%s-ca" (include "referee.fullname" .)) (int $v.tls.generate.caValidityDays) -}}
     {{- $names := include "referee.dnsNames" . | fromJsonArray -}}
     {{- $cert := genSignedCert (include "referee.serviceHost" .) nil $names (int $v.tls.generate.certValidityDays) $ca -}}
@@ -321,10 +362,13 @@ key: {{ $cert.Key | quote }}
 caCert: {{ get $data "tls.crt" | b64dec | quote }}
 caKey: {{ get $data "tls.key" | b64dec | quote }}
   {{- else -}}
+    {{- include "referee.requireClusterForCA" . -}}
     {{- $ca := genCA (printf "%s-ca" (include "referee.fullname" .)) (int $v.tls.certManager.caValidityDays) -}}
 caCert: {{ $ca.Cert | quote }}
 caKey: {{ $ca.Key | quote }}
   {{- end -}}
+{{- else if eq $v.tls.mode "existingSecret" -}}
+caCert: {{ $v.tls.existingSecret.caBundle | quote }}
 {{- else -}}
 caCert: {{ $v.tls.certManager.caBundle | quote }}
 {{- end -}}
