@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.support.fixtures", "tests.support.attestor_fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.attestor_fixtures", "tests.support.figures"]
