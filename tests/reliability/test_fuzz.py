@@ -446,6 +446,26 @@ def test_verifiers_on_fuzzed_artifacts(name: str, figures: Figures) -> None:
     figures.record("fuzz", name, examples_count=count, crashes_count=0, profile=PROFILE)
 
 
+# Inputs the long fuzz run (scripts/fuzz) found crashing, kept as fixed examples: each failed before its fix.
+REGRESSIONS: dict[str, tuple[str, bytes]] = {
+    # TypeError (unhashable list) in BundleChecker.verify: `media_type not in SIGSTORE_BUNDLE_TYPES`.
+    "Sigstore bundle whose mediaType is a list": (
+        "Sigstore bundles",
+        json.dumps({**VERIFIER_TARGETS["Sigstore bundles"].document, "mediaType": []}).encode(),
+    ),
+    "Sigstore bundle whose mediaType is an object": (
+        "Sigstore bundles",
+        json.dumps({**VERIFIER_TARGETS["Sigstore bundles"].document, "mediaType": {"a": 1}}).encode(),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REGRESSIONS))
+def test_inputs_that_crashed_before(name: str) -> None:
+    target, blob = REGRESSIONS[name]
+    asyncio.run(_verify(target, blob))
+
+
 # -- the live server ---------------------------------------------------------------------------------------------
 
 
