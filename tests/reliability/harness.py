@@ -77,26 +77,45 @@ class Answer:
 
 
 class GatekeeperClient:
-    """Calls Referee the way Gatekeeper does: POST over TLS 1.3 with its client certificate, giving up after the
-    Provider's ``timeout`` (``providerTimeout``); a late answer raises :class:`LateAnswerError`."""
+    """Calls Referee the way Gatekeeper does: POST over TLS 1.3 with its client certificate on kept-alive
+    connections, giving up after the Provider's ``timeout`` (``providerTimeout``); a late answer raises
+    :class:`LateAnswerError`. Use ``async with`` (or :meth:`close`) to release the connections."""
 
     def __init__(self, url: str, ssl_ctx: ssl.SSLContext, timeout: float) -> None:
         self.url = url
         self.ssl_ctx = ssl_ctx
         self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> GatekeeperClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+            )
+        return self._session
 
     async def post(self, path: str, data: bytes, headers: Mapping[str, str] | None = None) -> Answer:
         started = time.monotonic()
         try:
-            async with (
-                aiohttp.ClientSession(trust_env=False, timeout=aiohttp.ClientTimeout(total=self.timeout)) as session,
-                session.post(
-                    self.url + path,
-                    data=data,
-                    headers={"Content-Type": "application/json", **(headers or {})},
-                    ssl=self.ssl_ctx,
-                ) as resp,
-            ):
+            async with self._client().post(
+                self.url + path,
+                data=data,
+                headers={"Content-Type": "application/json", **(headers or {})},
+                ssl=self.ssl_ctx,
+            ) as resp:
                 assert resp.status == 200, resp.status
                 raw = await resp.read()
         except TimeoutError:

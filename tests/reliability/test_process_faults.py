@@ -83,7 +83,8 @@ async def test_sigterm_under_load_answers_in_flight_refuses_new_and_exits_within
 
         async def refused() -> str:
             try:
-                answer = await client.verify([keys[0]])
+                async with GatekeeperClient(referee.url, rel_pki.client_context(), 4.0) as fresh:
+                    answer = await fresh.verify([keys[0]])
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
                 return type(exc).__name__
             return "answered" if answer.allowed(keys[0]) else "answered-not-allowed"
@@ -93,6 +94,7 @@ async def test_sigterm_under_load_answers_in_flight_refuses_new_and_exits_within
         answers: list[Answer] = await asyncio.gather(*in_flight)
         returncode = await asyncio.to_thread(referee.proc.wait, SHUTDOWN_GRACE + 15)
         exited = time.monotonic() - signalled
+        await client.close()
     assert all(answer.allowed(k) for answer, k in zip(answers, keys, strict=True)), [a.doc for a in answers]
     assert late_caller in ("ClientConnectorError", "answered"), late_caller
     assert returncode == 0
@@ -143,6 +145,7 @@ async def test_sigkill_then_restart_serves_again(
     ready_s = time.monotonic() - started
     await eventually(lambda: allowed(referee), timeout=30, interval=0.02)
     first_verdict_s = time.monotonic() - started
+    await client.close()
     figures.record(
         "process",
         "SIGKILL, then restart",
@@ -222,6 +225,7 @@ async def test_a_reload_to_a_broken_file_under_load_keeps_the_last_good_configur
     finally:
         stop.set()
         results = await asyncio.gather(*load, return_exceptions=True)
+        await client.close()
     late = sum(isinstance(r, LateAnswerError) for r in results)
     assert late == 0 and not any(isinstance(r, BaseException) for r in results), results
     denied = [a.doc for a in answers if not all(a.allowed(k) for k in keys)]
@@ -291,6 +295,7 @@ async def test_memory_under_mixed_load(
                 peak = max(peak, _rss_kib(referee.proc.pid))
 
     await asyncio.gather(*(worker(n) for n in range(4)))
+    await client.close()
     after = _rss_kib(referee.proc.pid)
     peak = max(peak, after)
     growth_mib = (after - before) / 1024

@@ -43,7 +43,7 @@ from tests.support.content import (
 )
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.figures import Figures
-from tests.support.referee import Pki, server_section
+from tests.support.referee import Pki, RefereeProcess, server_section
 from tests.support.registry import RegistryProcess
 
 PROVIDER_TIMEOUT = 2.0
@@ -368,7 +368,13 @@ async def test_every_registry_fault_is_answered_in_time_fails_closed_and_leaves_
     figures: Figures,
 ) -> None:
     referee = launch_module(_config(fault_proxy, registry, cosign_key[1], rel_pki), name="faults")
-    client = GatekeeperClient(referee.url, rel_pki.client_context(), PROVIDER_TIMEOUT)
+    async with GatekeeperClient(referee.url, rel_pki.client_context(), PROVIDER_TIMEOUT) as client:
+        await _run(fault_proxy, referee, client, cases, figures)
+
+
+async def _run(
+    fault_proxy: FaultProxy, referee: RefereeProcess, client: GatekeeperClient, cases: list[Case], figures: Figures
+) -> None:
     warm_keys = [case.warm for case in cases]
 
     async def warmed() -> bool:
@@ -376,6 +382,8 @@ async def test_every_registry_fault_is_answered_in_time_fails_closed_and_leaves_
         return all(answer.allowed(k) for k in warm_keys)
 
     await eventually(warmed)
+    # one kept-alive connection per row, as Gatekeeper keeps its connections to the provider
+    await asyncio.gather(*(client.verify([case.warm]) for case in cases))
 
     for case in cases:
         for path, fault in case.faults.items():
