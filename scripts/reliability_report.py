@@ -31,7 +31,17 @@ def run_suite(fuzz: int | None, soak: float | None, out: Path) -> int:
         env["REFEREE_FUZZ_EXAMPLES"] = str(fuzz)
     if soak:
         env["REFEREE_SOAK_SECONDS"] = str(soak)
-    command = [sys.executable, "-m", "pytest", "-q", "tests/reliability", f"--reliability-json={out}"]
+    # test_report.py checks this page, which is what is being regenerated: it is not part of the figures.
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "tests/reliability",
+        "--deselect",
+        "tests/reliability/test_report.py",
+        f"--reliability-json={out}",
+    ]
     return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
 
 
@@ -212,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fuzz", type=int, help="random examples per fuzz target (hypothesis 'fuzz' profile)")
     parser.add_argument("--soak", type=float, help="seconds of mixed load for the memory row")
     parser.add_argument("--output", type=Path, default=DOC)
+    parser.add_argument("--keep-json", type=Path, help="also keep the run's figures in this file")
     args = parser.parse_args(argv)
     status = 0
     if args.source is not None:
@@ -224,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("the suite wrote no figures", file=sys.stderr)
                 return status or 1
             data = json.loads(path.read_text())
+            if args.keep_json is not None:
+                args.keep_json.write_text(path.read_text())
     args.output.write_text(render(data))
     print(f"wrote {args.output} (suite exit status {status})")
     return status
