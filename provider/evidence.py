@@ -30,10 +30,12 @@ from provider import metrics
 from provider.config import LimitsConfig
 from provider.errors import (
     ArtifactTooLargeError,
+    AuthDeniedError,
     DigestMismatchError,
     NotFoundError,
     ProviderError,
     ReferrersCappedError,
+    RegistryError,
     SubjectMismatchError,
 )
 from provider.oci import Descriptor, Manifest, ReferrerListing
@@ -53,7 +55,10 @@ log = structlog.get_logger("referee.evidence")
 
 T = TypeVar("T")
 EXAMINE_FACTOR = 4
-READ_FAULTS = (DigestMismatchError, ArtifactTooLargeError, NotFoundError)
+# Faults of the registry while reading content (not of the content itself, which is digest-checked): a verdict that
+# met one could not see its evidence, so it is not cached as a plain denial. A redirect loop, a redirect or token realm
+# refused, a 401 loop or an unexpected 4xx on a blob are the registry's, like wrong bytes or a vanished artifact.
+READ_FAULTS = (DigestMismatchError, ArtifactTooLargeError, NotFoundError, RegistryError, AuthDeniedError)
 MAX_NOTES = 8
 MAX_NOTE_CHARS = 300
 
@@ -118,8 +123,9 @@ class _Content:
     """A verifier's view of the subject's repository (digest-verified, size-limited reads).
 
     A read that fails for the registry's sake — wrong bytes for a digest, more bytes than the descriptor declared,
-    an artifact listed but gone — is reported to ``on_fault`` even when the verifier turns it into a failed result:
-    a verdict that could not read its evidence must not be cached as a plain denial."""
+    an artifact listed but gone, a redirect loop or a refused redirect, access refused — is reported to ``on_fault``
+    even when the verifier turns it into a failed result: a verdict that could not read its evidence must not be
+    cached as a plain denial."""
 
     def __init__(
         self,

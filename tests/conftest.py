@@ -1,6 +1,6 @@
 import os
 
-pytest_plugins = ["tests.support.fixtures", "tests.support.attestor_fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.attestor_fixtures", "tests.support.figures"]
 
 # Referee honours HTTPS_PROXY/HTTP_PROXY/NO_PROXY (provider/proxy.py). The suite talks only to servers on 127.0.0.1:
 # a developer's corporate proxy settings must not route it elsewhere. Tests of the proxy set their own.
