@@ -26,6 +26,7 @@ from provider.oci import Descriptor
 from provider.policies.base import PolicyEnforcer, policy_types
 from provider.reference import ImageRef, parse_reference
 from provider.registry.client import RegistryClient
+from provider.sharedtier import LeaseBusyError, ResolutionKey, SharedTier, VerdictKey, open_shared_tier
 from provider.stores.base import ReferrerStore, StoreResources, store_types
 from provider.verdict import Verdict
 from provider.verifiers.base import Subject, verifier_types
@@ -124,6 +125,7 @@ class Engine:
         self._resolving: SingleFlight[tuple[str, str], Descriptor] = SingleFlight()
         self._admission: dict[str, SharedSlots] = {}
         self._retired: set[asyncio.Task[None]] = set()
+        self.shared: SharedTier | None = open_shared_tier(config.cache.shared) if config.cache.shared else None
 
     def _configure_caches(self, config: Config) -> None:
         c = config.cache
@@ -166,13 +168,25 @@ class Engine:
             self._configure_caches(config)
         if old.config.registries != config.registries:
             self._admission = {}
-        task = asyncio.ensure_future(self._retire(old))
+        old_shared = None
+        if old.config.cache.shared != config.cache.shared:
+            old_shared = self.shared
+            self.shared = open_shared_tier(config.cache.shared) if config.cache.shared else None
+            if self.shared is None:
+                metrics.SHARED_CACHE_LOCAL_ONLY.set(0)
+        task = asyncio.ensure_future(self._retire(old, old_shared))
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
 
-    async def _retire(self, runtime: Runtime) -> None:
+    async def _retire(self, runtime: Runtime, shared: SharedTier | None) -> None:
         await asyncio.sleep(runtime.config.limits.verification_timeout + 1.0)
         await runtime.close()
+        if shared is not None:
+            await shared.close()
+
+    def shared_status(self) -> dict[str, object] | None:
+        """The shared cache's state for ``/readyz``; None when none is configured."""
+        return None if self.shared is None else self.shared.status()
 
     async def close(self) -> None:
         await self._keys.cancel_all()
@@ -181,6 +195,8 @@ class Engine:
         for task in list(self._retired):
             task.cancel()
         await self.runtime.close()
+        if self.shared is not None:
+            await self.shared.close()
 
     # -- entry points ------------------------------------------------------------------------------------------
 
@@ -241,17 +257,25 @@ class Engine:
         cache_key = self._verdict_key(runtime, store, ref, descriptor)
         return self.verdicts.get(cache_key) or self.partial_verdicts.get(cache_key)
 
-    async def _resolve(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Descriptor:
+    async def _resolve(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, *, consult_shared: bool = True
+    ) -> Descriptor:
         """The subject's descriptor: digests are cached for the verdict TTL, tags for ``cache.tagTtl``.
         Concurrent resolutions of one reference share one registry call, which finishes in the background
         (within ``limits.verificationTimeout``) even when the asking request's deadline passes. When the registry
-        fails transiently, a tag resolved within ``cache.tagStaleIfError`` is served again (stale-if-error)."""
+        fails transiently, a tag resolved within ``cache.tagStaleIfError`` is served again (stale-if-error). With a
+        shared cache, another replica's resolution is used first, and this one's is published."""
         cache, cache_key = self._resolution_key(runtime, store, ref)
         found = cache.get(cache_key)
         if found is not None:
             return found
+        shared = self.shared
 
         async def compute() -> Descriptor:
+            if shared is not None and consult_shared:
+                known = await self._shared_resolution(runtime, store, ref, shared)
+                if known is not None:
+                    return known
             try:
                 descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}")
             except ProviderError as exc:
@@ -264,6 +288,8 @@ class Engine:
             cache.put(cache_key, descriptor)
             if not ref.digest:
                 self.stale_tags.put(cache_key, descriptor)
+            if shared is not None:
+                await self._publish_resolution(runtime, store, ref, descriptor, shared)
             return descriptor
 
         if cache_key not in self._resolving:
@@ -301,37 +327,162 @@ class Engine:
     async def _cold(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Verdict:
         """One key's resolution and verification, admitted fairly among the keys of its registry."""
         seconds = runtime.config.limits.verification_timeout
+        shared = self.shared
         with deadline.fresh(seconds):
             try:
-                async with asyncio.timeout(seconds), self._slots(runtime, ref.registry).slot(ref.repository):
-                    descriptor = await self._resolve(runtime, store, ref)
-                    return await self._verdict(runtime, store, ref, descriptor)
+                async with asyncio.timeout(seconds):
+                    if shared is not None:
+                        return await self._cold_shared(runtime, store, ref, shared)
+                    async with self._slots(runtime, ref.registry).slot(ref.repository):
+                        descriptor = await self._resolve(runtime, store, ref)
+                        return await self._verdict(runtime, store, ref, descriptor)
             except TimeoutError:
                 raise deadline.exceeded(f"verification of {ref}") from None
 
-    async def _verdict(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor) -> Verdict:
+    async def _cold_shared(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, shared: SharedTier) -> Verdict:
+        """:meth:`_cold` with a shared cache: what another replica resolved or decided is used before asking for an
+        admission slot, and a digest another replica is verifying is waited for (outside any slot, until its verdict
+        arrives or its lease ends) instead of verified again."""
+        descriptor: Descriptor | None = None
+        waited = False
+        while True:
+            descriptor = (
+                descriptor
+                or self._cached_resolution(runtime, store, ref)
+                or await self._shared_resolution(runtime, store, ref, shared)
+            )
+            if descriptor is not None:
+                verdict = self._cached_verdict(runtime, store, ref, descriptor) or await self._shared_verdict(
+                    runtime, store, ref, descriptor, shared
+                )
+                if verdict is not None:
+                    if waited:
+                        metrics.SHARED_CACHE_WAITS.labels("verdict").inc()
+                    return verdict
+                if await shared.await_holder(self._shared_verdict_key(runtime, store, ref, descriptor)):
+                    waited = True
+                    continue
+            checked = descriptor is not None
+            async with self._slots(runtime, ref.registry).slot(ref.repository):
+                if descriptor is None:
+                    descriptor = await self._resolve(runtime, store, ref, consult_shared=False)
+                try:
+                    verdict = await self._verdict(runtime, store, ref, descriptor, shared_checked=checked)
+                except LeaseBusyError:
+                    waited = True
+                    continue
+            if waited:
+                metrics.SHARED_CACHE_WAITS.labels("takeover").inc()
+            return verdict
+
+    async def _verdict(
+        self,
+        runtime: Runtime,
+        store: ReferrerStore,
+        ref: ImageRef,
+        descriptor: Descriptor,
+        *,
+        shared_checked: bool = False,
+    ) -> Verdict:
         cache_key = self._verdict_key(runtime, store, ref, descriptor)
         cached = self.verdicts.get(cache_key) or self.partial_verdicts.get(cache_key)
         if cached is not None:
             return cached
         pinned = ref.with_digest(descriptor.digest)
+        shared = self.shared
 
         async def compute() -> Verdict:
-            metrics.IN_FLIGHT.inc()
+            lease = None
+            if shared is not None:
+                if not shared_checked:
+                    known = await self._shared_verdict(runtime, store, ref, descriptor, shared)
+                    if known is not None:
+                        return known
+                bound = deadline.remaining() or runtime.config.limits.verification_timeout
+                lease = await shared.claim(self._shared_verdict_key(runtime, store, ref, descriptor), bound)
             try:
-                subject = Subject(pinned, descriptor)
-                verdict = await _bounded(
-                    runtime, self._verify_subject(runtime, store, subject), f"verification of {pinned.pinned()}"
-                )
+                metrics.IN_FLIGHT.inc()
+                try:
+                    subject = Subject(pinned, descriptor)
+                    verdict = await _bounded(
+                        runtime, self._verify_subject(runtime, store, subject), f"verification of {pinned.pinned()}"
+                    )
+                finally:
+                    metrics.IN_FLIGHT.dec()
+                ttl = self._verdict_ttl(runtime, verdict)
+                (self.verdicts if verdict.complete else self.partial_verdicts).put(cache_key, verdict)
+                if shared is not None:
+                    await shared.put_verdict(self._shared_verdict_key(runtime, store, ref, descriptor), verdict, ttl)
             finally:
-                metrics.IN_FLIGHT.dec()
-            if verdict.complete:
-                self.verdicts.put(cache_key, verdict)
-            else:
-                self.partial_verdicts.put(cache_key, verdict)
+                if lease is not None:
+                    await lease.release()
             return verdict
 
         return await self._flight.run(cache_key, compute)
+
+    # -- the shared tier ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _verdict_ttl(runtime: Runtime, verdict: Verdict) -> float:
+        """How long a verdict may be reused: ``verdictTtl``, and only ``min(verdictTtl, tagTtl)`` for one decided
+        without examining every referrer (see :meth:`_configure_caches`)."""
+        c = runtime.config.cache
+        if not c.verdict_max_entries:
+            return 0.0
+        return c.verdict_ttl if verdict.complete else min(c.verdict_ttl, c.tag_ttl)
+
+    def _shared_verdict_key(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor
+    ) -> VerdictKey:
+        return (store.name, ref.name, descriptor.digest, runtime.config.decision_generation)
+
+    def _shared_resolution_key(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef
+    ) -> tuple[str, ResolutionKey]:
+        generation = runtime.config.decision_generation
+        if ref.digest:
+            return "subject", (store.name, generation, f"{ref.name}@{ref.digest}")
+        return "tag", (store.name, generation, str(ref))
+
+    async def _shared_verdict(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor, shared: SharedTier
+    ) -> Verdict | None:
+        found = await shared.get_verdict(self._shared_verdict_key(runtime, store, ref, descriptor))
+        if found is None:
+            return None
+        verdict, remaining = found
+        local = self.verdicts if verdict.complete else self.partial_verdicts
+        local.put(self._verdict_key(runtime, store, ref, descriptor), verdict, ttl=remaining)
+        return verdict
+
+    async def _shared_resolution(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, shared: SharedTier
+    ) -> Descriptor | None:
+        """Another replica's fresh resolution of ``ref``; a stale one only arms stale-if-error."""
+        kind, key = self._shared_resolution_key(runtime, store, ref)
+        found = await shared.get_resolution(kind, key)
+        if found is None:
+            return None
+        cache, cache_key = self._resolution_key(runtime, store, ref)
+        if not ref.digest and found.stale_for > 0:
+            self.stale_tags.put(cache_key, found.descriptor, ttl=found.stale_for)
+        if found.fresh_for <= 0:
+            return None
+        cache.put(cache_key, found.descriptor, ttl=found.fresh_for)
+        return found.descriptor
+
+    async def _publish_resolution(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor, shared: SharedTier
+    ) -> None:
+        c = runtime.config.cache
+        if not c.tag_max_entries:
+            return
+        kind, key = self._shared_resolution_key(runtime, store, ref)
+        if ref.digest:
+            await shared.put_resolution(kind, key, descriptor, max(c.verdict_ttl, c.tag_ttl), 0.0)
+        else:
+            stale = c.tag_ttl + c.tag_stale_if_error if c.tag_stale_if_error and c.tag_ttl else 0.0
+            await shared.put_resolution(kind, key, descriptor, c.tag_ttl, stale)
 
     async def _verify_subject(self, runtime: Runtime, store: ReferrerStore, subject: Subject) -> Verdict:
         started = time.perf_counter()
