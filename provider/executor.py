@@ -26,7 +26,7 @@ from provider.oci import Descriptor
 from provider.policies.base import PolicyEnforcer, policy_types
 from provider.reference import ImageRef, parse_reference
 from provider.registry.client import RegistryClient
-from provider.sharedtier import LeaseBusyError, ResolutionKey, SharedTier, VerdictKey, open_shared_tier
+from provider.sharedtier import LeaseBusyError, LeaseKey, ResolutionKey, SharedTier, VerdictKey, open_shared_tier
 from provider.stores.base import ReferrerStore, StoreResources, store_types
 from provider.verdict import Verdict
 from provider.verifiers.base import Subject, verifier_types
@@ -231,7 +231,7 @@ class Engine:
         ref = parse_reference(key)
         runtime = self.runtime
         with deadline.deadline_after(self.config.limits.verification_timeout):
-            return ref, await self._resolve(runtime, runtime.store_for(ref), ref)
+            return ref, await self._resolve_anywhere(runtime, runtime.store_for(ref), ref)
 
     # -- internals ------------------------------------------------------------------------------------------------
 
@@ -257,14 +257,13 @@ class Engine:
         cache_key = self._verdict_key(runtime, store, ref, descriptor)
         return self.verdicts.get(cache_key) or self.partial_verdicts.get(cache_key)
 
-    async def _resolve(
-        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, *, consult_shared: bool = True
-    ) -> Descriptor:
+    async def _resolve(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Descriptor:
         """The subject's descriptor: digests are cached for the verdict TTL, tags for ``cache.tagTtl``.
         Concurrent resolutions of one reference share one registry call, which finishes in the background
         (within ``limits.verificationTimeout``) even when the asking request's deadline passes. When the registry
         fails transiently, a tag resolved within ``cache.tagStaleIfError`` is served again (stale-if-error). With a
-        shared cache, another replica's resolution is used first, and this one's is published."""
+        shared cache, the resolution is made under a lease (:class:`LeaseBusyError` when another replica holds it),
+        another replica's is used when one is there, and this one's is published."""
         cache, cache_key = self._resolution_key(runtime, store, ref)
         found = cache.get(cache_key)
         if found is not None:
@@ -272,29 +271,56 @@ class Engine:
         shared = self.shared
 
         async def compute() -> Descriptor:
-            if shared is not None and consult_shared:
-                known = await self._shared_resolution(runtime, store, ref, shared)
-                if known is not None:
-                    return known
-            try:
-                descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}")
-            except ProviderError as exc:
-                stale = self.stale_tags.get(cache_key) if exc.transient and not ref.digest else None
-                if stale is None:
-                    raise
-                metrics.STALE_RESOLUTIONS.inc()
-                log.info("tag_resolution_stale", ref=str(ref), digest=stale.digest, error=exc.code)
-                return stale
-            cache.put(cache_key, descriptor)
-            if not ref.digest:
-                self.stale_tags.put(cache_key, descriptor)
+            lease = None
             if shared is not None:
-                await self._publish_resolution(runtime, store, ref, descriptor, shared)
-            return descriptor
+                bound = runtime.config.limits.verification_timeout
+                lease = await shared.claim(self._shared_resolution_key(runtime, store, ref), bound)
+            try:
+                if shared is not None:  # looked for before, but another replica may have finished meanwhile
+                    known = await self._shared_resolution(runtime, store, ref, shared)
+                    if known is not None:
+                        return known
+                try:
+                    descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}")
+                except ProviderError as exc:
+                    stale = self.stale_tags.get(cache_key) if exc.transient and not ref.digest else None
+                    if stale is None:
+                        raise
+                    metrics.STALE_RESOLUTIONS.inc()
+                    log.info("tag_resolution_stale", ref=str(ref), digest=stale.digest, error=exc.code)
+                    return stale
+                cache.put(cache_key, descriptor)
+                if not ref.digest:
+                    self.stale_tags.put(cache_key, descriptor)
+                if shared is not None:
+                    await self._publish_resolution(runtime, store, ref, descriptor, shared)
+                return descriptor
+            finally:
+                if lease is not None:
+                    await lease.release()
 
         if cache_key not in self._resolving:
             self._check_capacity(runtime)
         return await self._resolving.run(cache_key, compute)
+
+    async def _resolve_anywhere(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Descriptor:
+        """:meth:`_resolve`; with a shared cache, another replica's resolution first, and a replica that is resolving
+        the same reference is waited for instead of asking the registry too."""
+        shared = self.shared
+        if shared is None:
+            return await self._resolve(runtime, store, ref)
+        while True:
+            found = self._cached_resolution(runtime, store, ref) or await self._shared_resolution(
+                runtime, store, ref, shared
+            )
+            if found is not None:
+                return found
+            if await shared.await_holder(self._shared_resolution_key(runtime, store, ref)):
+                continue
+            try:
+                return await self._resolve(runtime, store, ref)
+            except LeaseBusyError:
+                continue
 
     def _check_capacity(self, runtime: Runtime) -> None:
         """Shared work outlives requests; bound how much of it may pile up (keys are attacker-chosen)."""
@@ -341,8 +367,8 @@ class Engine:
 
     async def _cold_shared(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, shared: SharedTier) -> Verdict:
         """:meth:`_cold` with a shared cache: what another replica resolved or decided is used before asking for an
-        admission slot, and a digest another replica is verifying is waited for (outside any slot, until its verdict
-        arrives or its lease ends) instead of verified again."""
+        admission slot, and a reference another replica is resolving or a digest it is verifying is waited for
+        (outside any slot, until its entry arrives or its lease ends) instead of asking the registry again."""
         descriptor: Descriptor | None = None
         waited = False
         while True:
@@ -351,7 +377,9 @@ class Engine:
                 or self._cached_resolution(runtime, store, ref)
                 or await self._shared_resolution(runtime, store, ref, shared)
             )
-            if descriptor is not None:
+            if descriptor is None:
+                holder: LeaseKey = self._shared_resolution_key(runtime, store, ref)
+            else:
                 verdict = self._cached_verdict(runtime, store, ref, descriptor) or await self._shared_verdict(
                     runtime, store, ref, descriptor, shared
                 )
@@ -359,15 +387,15 @@ class Engine:
                     if waited:
                         metrics.SHARED_CACHE_WAITS.labels("verdict").inc()
                     return verdict
-                if await shared.await_holder(self._shared_verdict_key(runtime, store, ref, descriptor)):
-                    waited = True
-                    continue
-            checked = descriptor is not None
+                holder = ("verdict", self._shared_verdict_key(runtime, store, ref, descriptor))
+            if await shared.await_holder(holder):
+                waited = True
+                continue
             async with self._slots(runtime, ref.registry).slot(ref.repository):
-                if descriptor is None:
-                    descriptor = await self._resolve(runtime, store, ref, consult_shared=False)
                 try:
-                    verdict = await self._verdict(runtime, store, ref, descriptor, shared_checked=checked)
+                    if descriptor is None:
+                        descriptor = await self._resolve(runtime, store, ref)
+                    verdict = await self._verdict(runtime, store, ref, descriptor)
                 except LeaseBusyError:
                     waited = True
                     continue
@@ -375,15 +403,7 @@ class Engine:
                 metrics.SHARED_CACHE_WAITS.labels("takeover").inc()
             return verdict
 
-    async def _verdict(
-        self,
-        runtime: Runtime,
-        store: ReferrerStore,
-        ref: ImageRef,
-        descriptor: Descriptor,
-        *,
-        shared_checked: bool = False,
-    ) -> Verdict:
+    async def _verdict(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor) -> Verdict:
         cache_key = self._verdict_key(runtime, store, ref, descriptor)
         cached = self.verdicts.get(cache_key) or self.partial_verdicts.get(cache_key)
         if cached is not None:
@@ -394,13 +414,15 @@ class Engine:
         async def compute() -> Verdict:
             lease = None
             if shared is not None:
-                if not shared_checked:
+                bound = runtime.config.limits.verification_timeout  # what _bounded allows the work below
+                lease = await shared.claim(
+                    ("verdict", self._shared_verdict_key(runtime, store, ref, descriptor)), bound
+                )
+            try:
+                if shared is not None:  # looked for before, but another replica may have finished meanwhile
                     known = await self._shared_verdict(runtime, store, ref, descriptor, shared)
                     if known is not None:
                         return known
-                bound = deadline.remaining() or runtime.config.limits.verification_timeout
-                lease = await shared.claim(self._shared_verdict_key(runtime, store, ref, descriptor), bound)
-            try:
                 metrics.IN_FLIGHT.inc()
                 try:
                     subject = Subject(pinned, descriptor)

@@ -179,8 +179,8 @@ SHARED_CACHE_REJECTED = Counter(
 )
 SHARED_CACHE_WAITS = Counter(
     "referee_shared_cache_waits_total",
-    "Cold keys that found another replica verifying their digest (a lease), by how the wait ended: verdict (its "
-    "verdict arrived), takeover (the lease ended without one: this replica verified).",
+    "Cold keys that found another replica resolving their reference or verifying their digest (a lease), by how the "
+    "wait ended: verdict (the verdict arrived), takeover (a lease ended without its entry: this replica did the work).",
     ["outcome"],
     registry=REGISTRY,
 )

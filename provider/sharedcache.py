@@ -7,10 +7,11 @@ with another installation's key or replayed after its expiry is ignored and coun
 (``referee_shared_cache_rejected_entries_total``). Leases are sealed the same way, with the holder's own bound on how
 long it may work, so a lease nobody renews or nobody could have issued never makes a replica wait.
 
-Cross-replica single flight: the replica that verifies a cold digest holds a lease (``SET NX PX``, renewed every
-third of ``leaseTtl``, released by a compare-and-delete script: redis-py's :class:`~redis.asyncio.lock.Lock`);
-others wait for a notification on a Pub/Sub channel, looking again every third of ``leaseTtl``, and take over when
-the lease ends without a verdict (its holder died or failed).
+Cross-replica single flight: the replica that resolves a cold reference or verifies a cold digest holds a lease
+(``SET NX PX``, renewed every third of ``leaseTtl``, released by a compare-and-delete script: redis-py's
+:class:`~redis.asyncio.lock.Lock`); others wait for a notification on a Pub/Sub channel (every entry written
+publishes its name), looking again every third of ``leaseTtl``, and take over when the lease ends without an entry
+(its holder died or failed).
 
 Every operation is bounded by ``operationTimeout`` (plus ``connectTimeout`` for a new connection). Three connection
 errors or timeouts in a row make the tier *local-only* (``referee_shared_cache_local_only`` 1, ``/readyz`` says so):
@@ -43,7 +44,7 @@ from provider import metrics
 from provider.config import SharedCacheConfig
 from provider.errors import ProviderError
 from provider.oci import Descriptor
-from provider.sharedtier import LeaseBusyError, ResolutionKey, SharedResolution, VerdictKey
+from provider.sharedtier import LeaseBusyError, LeaseKey, ResolutionKey, SharedResolution, VerdictKey
 from provider.verdict import Verdict
 
 log = structlog.get_logger("referee.sharedcache")
@@ -112,6 +113,7 @@ def _as_bytes(value: bytes | str) -> bytes:
 
 
 def _key_id(kind: str, key: tuple[str, ...]) -> str:
+    """The hex name of an entry (and of the lease on making it)."""
     return hashlib.sha256(json.dumps([kind, *key], separators=(",", ":")).encode()).hexdigest()
 
 
@@ -302,8 +304,7 @@ class RedisSharedCache:
         async def write() -> None:
             pipe = self._redis.pipeline(transaction=False)
             pipe.set(name, blob, px=max(1, int(ttl * 1000)))
-            if kind == "verdict":  # wake the replicas waiting for it
-                pipe.publish(self._channel, key_id)
+            pipe.publish(self._channel, key_id)  # wake the replicas waiting for it
             await pipe.execute()
 
         with contextlib.suppress(_UnavailableError):
@@ -354,8 +355,8 @@ class RedisSharedCache:
 
     # -- leases -------------------------------------------------------------------------------------------------
 
-    async def claim(self, key: VerdictKey, bound: float) -> _RedisLease | None:
-        key_id = _key_id("verdict", key)
+    async def claim(self, key: LeaseKey, bound: float) -> _RedisLease | None:
+        key_id = _key_id(*key)
         name = self._name("lease", key_id)
         valid_until = self._wall() + bound + self.config.lease_ttl
         token = self._sealer.lease_token(name.encode(), valid_until)
@@ -385,8 +386,8 @@ class RedisSharedCache:
             raise
         return True
 
-    async def await_holder(self, key: VerdictKey) -> bool:
-        key_id = _key_id("verdict", key)
+    async def await_holder(self, key: LeaseKey) -> bool:
+        key_id = _key_id(*key)
         event = asyncio.Event()
         waiters = self._waiters.setdefault(key_id, set())
         waiters.add(event)

@@ -21,8 +21,12 @@ ResolutionKey = tuple[str, str, str]
 """``(store, decision generation, reference)``."""
 
 
+LeaseKey = tuple[str, tuple[str, ...]]
+"""What a lease is on: ``("verdict", VerdictKey)``, or ``("tag" | "subject", ResolutionKey)``."""
+
+
 class LeaseBusyError(Exception):
-    """Another replica holds the lease on this verdict: wait for it (:meth:`SharedTier.await_holder`)."""
+    """Another replica holds the lease on this work: wait for it (:meth:`SharedTier.await_holder`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +61,14 @@ class SharedTier(Protocol):
         self, kind: str, key: ResolutionKey, descriptor: Descriptor, fresh: float, stale: float
     ) -> None: ...
 
-    async def claim(self, key: VerdictKey, bound: float) -> Lease | None:
-        """Take the lease on verifying ``key`` for at most ``bound`` seconds. ``None``: verify without one (the tier
-        is unavailable, or the lease in place is not a replica's). Raises :class:`LeaseBusyError`."""
+    async def claim(self, key: LeaseKey, bound: float) -> Lease | None:
+        """Take the lease on verifying (or resolving) ``key`` for at most ``bound`` seconds. ``None``: work without
+        one (the tier is unavailable, or the lease in place is not a replica's). Raises :class:`LeaseBusyError`."""
         ...
 
-    async def await_holder(self, key: VerdictKey) -> bool:
-        """When a replica holds the lease on ``key``: wait until it finishes or a slice of the lease time passes,
-        and return True (look again). False at once when nobody (valid) holds it."""
+    async def await_holder(self, key: LeaseKey) -> bool:
+        """When a replica holds the lease on ``key``: wait until its entry is written, it releases the lease, or a
+        slice of the lease time passes, and return True (look again). False at once when nobody (valid) holds it."""
         ...
 
     async def close(self) -> None: ...
