@@ -7,10 +7,13 @@ camelCase; attributes are snake_case; the conversion happens only in :mod:`provi
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -159,6 +162,29 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedCacheConfig:
+    """``cache.shared``: a Valkey/Redis cache shared by the replicas (docs/configuration.md#cacheshared)."""
+
+    url: str
+    hmac_key: bytes = field(repr=False)
+    username: str | None = None
+    password: Secret | None = None
+    ca_pem: bytes | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    key_prefix: str = "referee:"
+    connect_timeout: float = 0.5
+    operation_timeout: float = 0.25
+    lease_ttl: float = 3.0
+    retry_interval: float = 5.0
+    max_connections: int = 32
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("rediss://")
+
+
+@dataclass(frozen=True, slots=True)
 class CacheConfig:
     verdict_ttl: float = 300.0
     verdict_max_entries: int = 10000
@@ -166,6 +192,7 @@ class CacheConfig:
     tag_max_entries: int = 10000
     tag_stale_if_error: float = 0.0
     content_max_bytes: int = 64 * 1024 * 1024
+    shared: SharedCacheConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +235,9 @@ class Config:
     source: str | None = None
     sources: tuple[str, ...] = ()
     multi_arch: MultiArchConfig = field(default_factory=MultiArchConfig)
+    decision_generation: str = ""
+    """The generation without the sections that decide no verdict (``server``, ``cache``): the configuration part
+    of the shared cache's keys, so replicas that differ only in ports or cache settings share verdicts."""
 
     def verifier(self, name: str) -> VerifierSpec | None:
         return next((v for v in self.verifiers if v.name == name), None)
@@ -434,9 +464,111 @@ def _parse_cache(node: Node) -> CacheConfig:
         tag_max_entries=node.integer("tag_max_entries", d.tag_max_entries, minimum=0),
         tag_stale_if_error=node.duration("tag_stale_if_error", d.tag_stale_if_error),
         content_max_bytes=node.size("content_max_bytes", d.content_max_bytes),
+        shared=_parse_shared_cache(node.node("shared")) if node.has("shared") else None,
     )
     node.finish()
     return cache
+
+
+MIN_HMAC_KEY_BYTES = 32
+
+
+def _parse_shared_url(node: Node) -> str | None:
+    """``redis://host[:port][/db]`` or ``rediss://…`` (TLS). Credentials and query options are refused: the
+    password belongs in a file, and query options could turn TLS verification off."""
+    url = node.string("url")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        node.error(f"not a valid URL: {exc}", "url")
+        return None
+    problem = None
+    if parts.scheme not in ("redis", "rediss"):
+        problem = "must start with redis:// or rediss:// (TLS)"
+    elif parts.username is not None or parts.password is not None:
+        problem = "must not carry credentials: use username and passwordFile"
+    elif not parts.hostname:
+        problem = "names no host"
+    elif parts.query or parts.fragment:
+        problem = "must not carry query options or a fragment (TLS and timeouts are set by Referee's settings)"
+    elif parts.path not in ("", "/") and not (parts.path[1:].isdigit() and int(parts.path[1:]) < 1024):
+        problem = "the path may only be a database number (/0)"
+    if problem is not None:
+        node.error(problem, "url")
+        return None
+    return str(url)
+
+
+def _parse_shared_cache(node: Node) -> SharedCacheConfig | None:
+    url = _parse_shared_url(node)
+    key_path = node.string("hmac_key_file")
+    hmac_key = None
+    if key_path is not None:
+        data = node.problems.read_file(key_path, node.child_path("hmacKeyFile"), max_bytes=4096)
+        if data is not None:
+            hmac_key = data.strip()
+            if len(hmac_key) < MIN_HMAC_KEY_BYTES:
+                node.error(
+                    f"{key_path} holds {len(hmac_key)} bytes; at least {MIN_HMAC_KEY_BYTES} are needed", "hmac_key_file"
+                )
+                hmac_key = None
+    username = node.secret("username")
+    password = node.secret("password")
+    ca_pem, _ = node.file_or_inline("ca", max_bytes=1024 * 1024)
+    if ca_pem is not None:
+        try:
+            ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+        except (ssl.SSLError, ValueError, TypeError):
+            node.error("not a PEM CA certificate bundle", "ca_file" if node.has("ca_file") else "ca")
+    cert_file = _existing_file(node, "cert_file")
+    key_file = _existing_file(node, "key_file")
+    if (cert_file is None) != (key_file is None):
+        node.error("certFile and keyFile go together", "cert_file")
+    elif cert_file is not None and key_file is not None:
+        try:
+            ssl.create_default_context().load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, OSError):
+            node.error("not a PEM certificate and its private key", "cert_file")
+    d = SharedCacheConfig(url="", hmac_key=b"")
+    operation_timeout = node.duration("operation_timeout", d.operation_timeout, minimum=0.001)
+    lease_ttl = node.duration("lease_ttl", d.lease_ttl, minimum=0.3)
+    shared = SharedCacheConfig(
+        url=url or "",
+        hmac_key=hmac_key or b"",
+        username=username.reveal() if username is not None else None,
+        password=password,
+        ca_pem=ca_pem,
+        cert_file=cert_file,
+        key_file=key_file,
+        key_prefix=node.string("key_prefix", d.key_prefix),
+        connect_timeout=node.duration("connect_timeout", d.connect_timeout, minimum=0.01),
+        operation_timeout=operation_timeout,
+        lease_ttl=lease_ttl,
+        retry_interval=node.duration("retry_interval", d.retry_interval, minimum=0.1),
+        max_connections=node.integer("max_connections", d.max_connections, minimum=1, maximum=1024),
+    )
+    if url is not None and not shared.tls and (ca_pem is not None or cert_file is not None):
+        node.error("CA and client certificate need a rediss:// (TLS) url", "url")
+    if lease_ttl < 3 * operation_timeout:
+        node.error("must be at least 3 times operationTimeout (the holder renews it every third)", "lease_ttl")
+    node.finish()
+    if url is None or hmac_key is None:
+        return None
+    return shared
+
+
+def _existing_file(node: Node, name: str) -> str | None:
+    value = node.string(name, None)
+    if value is None:
+        return None
+    resolved = node.problems.resolve(value)
+    if not resolved.is_file():
+        node.error(f"{value} does not exist or is not a file", name)
+        return None
+    return str(resolved)
 
 
 def _parse_limits(node: Node) -> LimitsConfig:
@@ -558,7 +690,36 @@ def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str
         source=source,
         sources=tuple(dict.fromkeys(problems.sources)),
         multi_arch=multi_arch,
+        decision_generation=_decision_generation(document, problems),
     )
+
+
+NON_DECIDING_SECTIONS = ("server", "cache")
+
+
+def _decision_generation(document: object, problems: Problems) -> str:
+    """A fingerprint of everything that can decide a verdict: the document without ``server`` and ``cache``, and
+    the content of every file read outside them (by where the document names it, not where it is mounted)."""
+    h = hashlib.sha256(b"referee-decision-generation/v1\0")
+    if isinstance(document, dict):
+        document = {k: v for k, v in document.items() if k not in NON_DECIDING_SECTIONS}
+    h.update(json.dumps(_canonical(document), separators=(",", ":")).encode())
+    for node_path, _, digest in problems.files:
+        if node_path.split(".", 1)[0].split("[", 1)[0] in NON_DECIDING_SECTIONS:
+            continue
+        h.update(b"\0" + node_path.encode() + b"\0" + digest)
+    return h.hexdigest()[:16]
+
+
+def _canonical(value: object) -> object:
+    """JSON-encodable and independent of key order (YAML mappings may have keys of any type)."""
+    if isinstance(value, dict):
+        return sorted(([repr(k), _canonical(v)] for k, v in value.items()), key=lambda kv: str(kv[0]))
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return [type(value).__name__, value]
+    return [type(value).__name__, repr(value)]
 
 
 def load_config(path: str | Path) -> Config:

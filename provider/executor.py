@@ -27,6 +27,7 @@ from provider.oci import Descriptor
 from provider.policies.base import PolicyEnforcer, policy_types
 from provider.reference import ImageRef, parse_reference
 from provider.registry.client import RegistryClient
+from provider.sharedtier import LeaseBusyError, LeaseKey, ResolutionKey, SharedTier, VerdictKey, open_shared_tier
 from provider.stores.base import ReferrerStore, StoreResources, store_types
 from provider.verdict import POLICY_SATISFIED, Decision, Verdict
 from provider.verifiers.base import Subject, verifier_types
@@ -35,7 +36,6 @@ log = structlog.get_logger("referee.executor")
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
-VerdictKey = tuple[str, str, str, str, str]
 ADMISSION_FACTOR = 2
 
 
@@ -125,7 +125,8 @@ class Engine:
         self._flight: SingleFlight[VerdictKey, Verdict] = SingleFlight()
         self._resolving: SingleFlight[tuple[str, str], Descriptor] = SingleFlight()
         self._admission: dict[str, SharedSlots] = {}
-        self._retired: dict[asyncio.Task[None], Runtime] = {}
+        self._retired: dict[asyncio.Task[None], tuple[Runtime, SharedTier | None]] = {}
+        self.shared: SharedTier | None = open_shared_tier(config.cache.shared) if config.cache.shared else None
 
     def _configure_caches(self, config: Config) -> None:
         c = config.cache
@@ -168,13 +169,25 @@ class Engine:
             self._configure_caches(config)
         if old.config.registries != config.registries:
             self._admission = {}
-        task = asyncio.ensure_future(self._retire(old))
-        self._retired[task] = old
+        old_shared = None
+        if old.config.cache.shared != config.cache.shared:
+            old_shared = self.shared
+            self.shared = open_shared_tier(config.cache.shared) if config.cache.shared else None
+            if self.shared is None:
+                metrics.SHARED_CACHE_LOCAL_ONLY.set(0)
+        task = asyncio.ensure_future(self._retire(old, old_shared))
+        self._retired[task] = (old, old_shared)
         task.add_done_callback(self._retired.pop)
 
-    async def _retire(self, runtime: Runtime) -> None:
+    async def _retire(self, runtime: Runtime, shared: SharedTier | None) -> None:
         await asyncio.sleep(runtime.config.limits.verification_timeout + 1.0)
         await runtime.close()
+        if shared is not None:
+            await shared.close()
+
+    def shared_status(self) -> dict[str, object] | None:
+        """The shared cache's state for ``/readyz``; None when none is configured."""
+        return None if self.shared is None else self.shared.status()
 
     async def close(self) -> None:
         await self._keys.cancel_all()
@@ -183,9 +196,13 @@ class Engine:
         retired = list(self._retired.items())
         for task, _ in retired:
             task.cancel()
-        for _, runtime in retired:
+        for _, (runtime, shared) in retired:
             await runtime.close()
+            if shared is not None:
+                await shared.close()
         await self.runtime.close()
+        if self.shared is not None:
+            await self.shared.close()
 
     # -- entry points ------------------------------------------------------------------------------------------
 
@@ -220,7 +237,7 @@ class Engine:
         ref = parse_reference(key)
         runtime = self.runtime
         with deadline.deadline_after(self.config.limits.verification_timeout):
-            return ref, await self._resolve(runtime, runtime.store_for(ref), ref)
+            return ref, await self._resolve_anywhere(runtime, runtime.store_for(ref), ref)
 
     # -- internals ------------------------------------------------------------------------------------------------
 
@@ -250,30 +267,66 @@ class Engine:
         """The subject's descriptor: digests are cached for the verdict TTL, tags for ``cache.tagTtl``.
         Concurrent resolutions of one reference share one registry call, which finishes in the background
         (within ``limits.verificationTimeout``) even when the asking request's deadline passes. When the registry
-        fails transiently, a tag resolved within ``cache.tagStaleIfError`` is served again (stale-if-error)."""
+        fails transiently, a tag resolved within ``cache.tagStaleIfError`` is served again (stale-if-error). With a
+        shared cache, the resolution is made under a lease (:class:`LeaseBusyError` when another replica holds it),
+        another replica's is used when one is there, and this one's is published."""
         cache, cache_key = self._resolution_key(runtime, store, ref)
         found = cache.get(cache_key)
         if found is not None:
             return found
+        shared = self.shared
 
         async def compute() -> Descriptor:
+            lease = None
+            if shared is not None:
+                bound = runtime.config.limits.verification_timeout
+                lease = await shared.claim(self._shared_resolution_key(runtime, store, ref), bound)
             try:
-                descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}")
-            except ProviderError as exc:
-                stale = self.stale_tags.get(cache_key) if exc.transient and not ref.digest else None
-                if stale is None:
-                    raise
-                metrics.STALE_RESOLUTIONS.inc()
-                log.info("tag_resolution_stale", ref=str(ref), digest=stale.digest, error=exc.code)
-                return stale
-            cache.put(cache_key, descriptor)
-            if not ref.digest:
-                self.stale_tags.put(cache_key, descriptor)
-            return descriptor
+                if shared is not None:  # looked for before, but another replica may have finished meanwhile
+                    known = await self._shared_resolution(runtime, store, ref, shared)
+                    if known is not None:
+                        return known
+                try:
+                    descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}")
+                except ProviderError as exc:
+                    stale = self.stale_tags.get(cache_key) if exc.transient and not ref.digest else None
+                    if stale is None:
+                        raise
+                    metrics.STALE_RESOLUTIONS.inc()
+                    log.info("tag_resolution_stale", ref=str(ref), digest=stale.digest, error=exc.code)
+                    return stale
+                cache.put(cache_key, descriptor)
+                if not ref.digest:
+                    self.stale_tags.put(cache_key, descriptor)
+                if shared is not None:
+                    await self._publish_resolution(runtime, store, ref, descriptor, shared)
+                return descriptor
+            finally:
+                if lease is not None:
+                    await lease.release()
 
         if cache_key not in self._resolving:
             self._check_capacity(runtime)
         return await self._resolving.run(cache_key, compute)
+
+    async def _resolve_anywhere(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Descriptor:
+        """:meth:`_resolve`; with a shared cache, another replica's resolution first, and a replica that is resolving
+        the same reference is waited for instead of asking the registry too."""
+        shared = self.shared
+        if shared is None:
+            return await self._resolve(runtime, store, ref)
+        while True:
+            found = self._cached_resolution(runtime, store, ref) or await self._shared_resolution(
+                runtime, store, ref, shared
+            )
+            if found is not None:
+                return found
+            if await shared.await_holder(self._shared_resolution_key(runtime, store, ref)):
+                continue
+            try:
+                return await self._resolve(runtime, store, ref)
+            except LeaseBusyError:
+                continue
 
     def _check_capacity(self, runtime: Runtime) -> None:
         """Shared work outlives requests; bound how much of it may pile up (keys are attacker-chosen)."""
@@ -306,13 +359,55 @@ class Engine:
     async def _cold(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Verdict:
         """One key's resolution and verification, admitted fairly among the keys of its registry."""
         seconds = runtime.config.limits.verification_timeout
+        shared = self.shared
         with deadline.fresh(seconds):
             try:
-                async with asyncio.timeout(seconds), self._slots(runtime, ref.registry).slot(ref.repository):
-                    descriptor = await self._resolve(runtime, store, ref)
-                    return await self._verdict(runtime, store, ref, descriptor)
+                async with asyncio.timeout(seconds):
+                    if shared is not None:
+                        return await self._cold_shared(runtime, store, ref, shared)
+                    async with self._slots(runtime, ref.registry).slot(ref.repository):
+                        descriptor = await self._resolve(runtime, store, ref)
+                        return await self._verdict(runtime, store, ref, descriptor)
             except TimeoutError:
                 raise deadline.exceeded(f"verification of {ref}") from None
+
+    async def _cold_shared(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, shared: SharedTier) -> Verdict:
+        """:meth:`_cold` with a shared cache: what another replica resolved or decided is used before asking for an
+        admission slot, and a reference another replica is resolving or a digest it is verifying is waited for
+        (outside any slot, until its entry arrives or its lease ends) instead of asking the registry again."""
+        descriptor: Descriptor | None = None
+        waited = False
+        while True:
+            descriptor = (
+                descriptor
+                or self._cached_resolution(runtime, store, ref)
+                or await self._shared_resolution(runtime, store, ref, shared)
+            )
+            if descriptor is None:
+                holder: LeaseKey = self._shared_resolution_key(runtime, store, ref)
+            else:
+                verdict = self._cached_verdict(runtime, store, ref, descriptor) or await self._shared_verdict(
+                    runtime, store, ref, descriptor, shared
+                )
+                if verdict is not None:
+                    if waited:
+                        metrics.SHARED_CACHE_WAITS.labels("verdict").inc()
+                    return verdict
+                holder = ("verdict", self._shared_verdict_key(runtime, store, ref, descriptor))
+            if await shared.await_holder(holder):
+                waited = True
+                continue
+            async with self._slots(runtime, ref.registry).slot(ref.repository):
+                try:
+                    if descriptor is None:
+                        descriptor = await self._resolve(runtime, store, ref)
+                    verdict = await self._verdict(runtime, store, ref, descriptor)
+                except LeaseBusyError:
+                    waited = True
+                    continue
+            if waited:
+                metrics.SHARED_CACHE_WAITS.labels("takeover").inc()
+            return verdict
 
     async def _verdict(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor) -> Verdict:
         cache_key = self._verdict_key(runtime, store, ref, descriptor)
@@ -320,20 +415,35 @@ class Engine:
         if cached is not None:
             return cached
         pinned = ref.with_digest(descriptor.digest)
+        shared = self.shared
 
         async def compute() -> Verdict:
-            metrics.IN_FLIGHT.inc()
-            try:
-                subject = Subject(pinned, descriptor)
-                verdict = await _bounded(
-                    runtime, self._decide(runtime, store, ref, subject), f"verification of {pinned.pinned()}"
+            lease = None
+            if shared is not None:
+                bound = runtime.config.limits.verification_timeout  # what _bounded allows the work below
+                lease = await shared.claim(
+                    ("verdict", self._shared_verdict_key(runtime, store, ref, descriptor)), bound
                 )
+            try:
+                if shared is not None:  # looked for before, but another replica may have finished meanwhile
+                    known = await self._shared_verdict(runtime, store, ref, descriptor, shared)
+                    if known is not None:
+                        return known
+                metrics.IN_FLIGHT.inc()
+                try:
+                    subject = Subject(pinned, descriptor)
+                    verdict = await _bounded(
+                        runtime, self._decide(runtime, store, ref, subject), f"verification of {pinned.pinned()}"
+                    )
+                finally:
+                    metrics.IN_FLIGHT.dec()
+                ttl = self._verdict_ttl(runtime, verdict)
+                (self.verdicts if verdict.complete else self.partial_verdicts).put(cache_key, verdict)
+                if shared is not None:
+                    await shared.put_verdict(self._shared_verdict_key(runtime, store, ref, descriptor), verdict, ttl)
             finally:
-                metrics.IN_FLIGHT.dec()
-            if verdict.complete:
-                self.verdicts.put(cache_key, verdict)
-            else:
-                self.partial_verdicts.put(cache_key, verdict)
+                if lease is not None:
+                    await lease.release()
             return verdict
 
         return await self._flight.run(cache_key, compute)
@@ -390,6 +500,70 @@ class Engine:
             notes=index_verdict.notes,
             complete=index_verdict.complete,
         )
+
+    # -- the shared tier ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _verdict_ttl(runtime: Runtime, verdict: Verdict) -> float:
+        """How long a verdict may be reused: ``verdictTtl``, and only ``min(verdictTtl, tagTtl)`` for one decided
+        without examining every referrer (see :meth:`_configure_caches`)."""
+        c = runtime.config.cache
+        if not c.verdict_max_entries:
+            return 0.0
+        return c.verdict_ttl if verdict.complete else min(c.verdict_ttl, c.tag_ttl)
+
+    def _shared_verdict_key(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor
+    ) -> VerdictKey:
+        return (store.name, ref.name, ref.tag or "", descriptor.digest, runtime.config.decision_generation)
+
+    def _shared_resolution_key(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef
+    ) -> tuple[str, ResolutionKey]:
+        generation = runtime.config.decision_generation
+        if ref.digest:
+            return "subject", (store.name, generation, f"{ref.name}@{ref.digest}")
+        return "tag", (store.name, generation, str(ref))
+
+    async def _shared_verdict(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor, shared: SharedTier
+    ) -> Verdict | None:
+        found = await shared.get_verdict(self._shared_verdict_key(runtime, store, ref, descriptor))
+        if found is None:
+            return None
+        verdict, remaining = found
+        local = self.verdicts if verdict.complete else self.partial_verdicts
+        local.put(self._verdict_key(runtime, store, ref, descriptor), verdict, ttl=remaining)
+        return verdict
+
+    async def _shared_resolution(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, shared: SharedTier
+    ) -> Descriptor | None:
+        """Another replica's fresh resolution of ``ref``; a stale one only arms stale-if-error."""
+        kind, key = self._shared_resolution_key(runtime, store, ref)
+        found = await shared.get_resolution(kind, key)
+        if found is None:
+            return None
+        cache, cache_key = self._resolution_key(runtime, store, ref)
+        if not ref.digest and found.stale_for > 0:
+            self.stale_tags.put(cache_key, found.descriptor, ttl=found.stale_for)
+        if found.fresh_for <= 0:
+            return None
+        cache.put(cache_key, found.descriptor, ttl=found.fresh_for)
+        return found.descriptor
+
+    async def _publish_resolution(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor, shared: SharedTier
+    ) -> None:
+        c = runtime.config.cache
+        if not c.tag_max_entries:
+            return
+        kind, key = self._shared_resolution_key(runtime, store, ref)
+        if ref.digest:
+            await shared.put_resolution(kind, key, descriptor, max(c.verdict_ttl, c.tag_ttl), 0.0)
+        else:
+            stale = c.tag_ttl + c.tag_stale_if_error if c.tag_stale_if_error and c.tag_ttl else 0.0
+            await shared.put_resolution(kind, key, descriptor, c.tag_ttl, stale)
 
     async def _verify_subject(self, runtime: Runtime, store: ReferrerStore, subject: Subject) -> Verdict:
         started = time.perf_counter()

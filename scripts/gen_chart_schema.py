@@ -344,6 +344,8 @@ def config_schema() -> dict[str, Any]:
     props["policy"]["properties"]["type"] = {"type": "string", "enum": policy_types.names()}
     props["policy"]["allOf"] = _type_dispatch(per_type["policy"])
     props["policy"].pop("required", None)
+    # url and hmacKeyFile may come from the chart's sharedCache values; referee config check requires them
+    props["cache"]["properties"]["shared"].pop("required", None)
     return schema
 
 

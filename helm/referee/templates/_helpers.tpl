@@ -117,6 +117,11 @@ credentialProviderConfig: /etc/referee/credential-providers/config
 credentialProviderBin: /etc/referee/credential-providers/bin
 serviceAccountTokens: /var/run/secrets/referee/tokens
 trust: /etc/referee/trust
+sharedCache: /etc/referee/shared-cache
+{{- end -}}
+
+{{- define "referee.sharedCacheSecretName" -}}
+{{- .Values.sharedCache.existingSecret | default (printf "%s-shared-cache" (include "referee.fullname" .)) -}}
 {{- end -}}
 
 {{/* The plugin directory: the emptyDir filled by the init container, or a directory of the Referee image. */}}
@@ -223,6 +228,18 @@ so a bad combination fails the whole render with one clear message.
   {{- end -}}
   {{- $_ := set $audiences .audience true -}}
 {{- end -}}
+{{- $sc := $v.sharedCache -}}
+{{- if $sc.enabled -}}
+  {{- if not (regexMatch "^rediss?://[^/?#@]+" $sc.url) -}}
+    {{- fail "sharedCache.url: set the redis:// or rediss:// (TLS) URL of your Valkey/Redis, without credentials (sharedCache.existingSecret holds the password)" -}}
+  {{- end -}}
+  {{- if and $sc.caBundle (not (hasPrefix "rediss://" $sc.url)) -}}
+    {{- fail "sharedCache.caBundle needs a rediss:// (TLS) url" -}}
+  {{- end -}}
+  {{- if and $sc.passwordKey (not $sc.existingSecret) -}}
+    {{- fail "sharedCache.passwordKey names a key of sharedCache.existingSecret: set existingSecret (the chart does not store cache passwords)" -}}
+  {{- end -}}
+{{- end -}}
 {{- range $v.trust -}}
   {{- $sources := 0 -}}
   {{- if .files }}{{ $sources = add1 $sources }}{{ end -}}
@@ -328,6 +345,29 @@ addresses, ports, TLS files, Provider timeouts, credential files). Rendered with
   {{- $_ := set $registries "credentialProviders" $section -}}
 {{- end -}}
 {{- $_ := set $cfg "registries" $registries -}}
+{{- $sc := $v.sharedCache -}}
+{{- if $sc.enabled -}}
+  {{- $cache := get $cfg "cache" | default dict -}}
+  {{- $shared := get $cache "shared" | default dict -}}
+  {{- range list "url" "username" "usernameFile" "password" "passwordFile" "hmacKeyFile" "ca" "caFile" -}}
+    {{- if hasKey $shared . -}}
+      {{- fail (printf "config.cache.shared.%s is set by the chart from sharedCache: remove it from config" .) -}}
+    {{- end -}}
+  {{- end -}}
+  {{- $_ := set $shared "url" $sc.url -}}
+  {{- $_ := set $shared "hmacKeyFile" (printf "%s/hmac.key" $paths.sharedCache) -}}
+  {{- if $sc.username -}}
+    {{- $_ := set $shared "username" $sc.username -}}
+  {{- end -}}
+  {{- if $sc.passwordKey -}}
+    {{- $_ := set $shared "passwordFile" (printf "%s/password" $paths.sharedCache) -}}
+  {{- end -}}
+  {{- if $sc.caBundle -}}
+    {{- $_ := set $shared "ca" $sc.caBundle -}}
+  {{- end -}}
+  {{- $_ := set $cache "shared" $shared -}}
+  {{- $_ := set $cfg "cache" $cache -}}
+{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
@@ -348,9 +388,16 @@ cert: {{ get $data "tls.crt" | b64dec | quote }}
 key: {{ get $data "tls.key" | b64dec | quote }}
   {{- else -}}
     {{- include "referee.requireClusterForCA" . -}}
-    {{- $ca := genCA (printf "%s-ca" (include "referee.fullname" .)) (int $v.tls.generate.caValidityDays) -}}
+    {{- $ca := include "referee.genCA" (list . (int $v.tls.generate.caValidityDays)) | fromYaml -}}
     {{- $names := include "referee.dnsNames" . | fromJsonArray -}}
-    {{- $cert := genSignedCert (include "referee.serviceHost" .) nil $names (int $v.tls.generate.certValidityDays) $ca -}}
+    {{- $host := include "referee.serviceHost" . -}}
+    {{- $days := int $v.tls.generate.certValidityDays -}}
+    {{- $cert := dict -}}
+    {{- if eq $v.tls.keyAlgorithm "RSA" -}}
+      {{- $cert = genSignedCert $host nil $names $days (buildCustomCert (b64enc $ca.Cert) (b64enc $ca.Key)) -}}
+    {{- else -}}
+      {{- $cert = genSignedCertWithKey $host nil $names $days (buildCustomCert (b64enc $ca.Cert) (b64enc $ca.Key)) (genPrivateKey "ecdsa") -}}
+    {{- end -}}
 caCert: {{ $ca.Cert | quote }}
 cert: {{ $cert.Cert | quote }}
 key: {{ $cert.Key | quote }}
@@ -363,7 +410,7 @@ caCert: {{ get $data "tls.crt" | b64dec | quote }}
 caKey: {{ get $data "tls.key" | b64dec | quote }}
   {{- else -}}
     {{- include "referee.requireClusterForCA" . -}}
-    {{- $ca := genCA (printf "%s-ca" (include "referee.fullname" .)) (int $v.tls.certManager.caValidityDays) -}}
+    {{- $ca := include "referee.genCA" (list . (int $v.tls.certManager.caValidityDays)) | fromYaml -}}
 caCert: {{ $ca.Cert | quote }}
 caKey: {{ $ca.Key | quote }}
   {{- end -}}
@@ -373,3 +420,22 @@ caCert: {{ $v.tls.existingSecret.caBundle | quote }}
 caCert: {{ $v.tls.certManager.caBundle | quote }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+A new CA for the serving certificate: ECDSA P-256 (tls.keyAlgorithm ECDSA, the default: a cheaper TLS handshake on
+every Gatekeeper call) or RSA-2048. Called with (list $ctx days); returns YAML: Cert, Key.
+*/}}
+{{- define "referee.genCA" -}}
+{{- $ctx := index . 0 -}}
+{{- $days := index . 1 -}}
+{{- $name := printf "%s-ca" (include "referee.fullname" $ctx) -}}
+{{- $ca := dict -}}
+{{- if eq $ctx.Values.tls.keyAlgorithm "RSA" -}}
+  {{- $ca = genCA $name $days -}}
+{{- else -}}
+  {{- $ca = genCAWithKey $name $days (genPrivateKey "ecdsa") -}}
+{{- end -}}
+Cert: {{ $ca.Cert | quote }}
+Key: {{ $ca.Key | quote }}
+{{- end -}}
+
