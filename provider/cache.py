@@ -8,7 +8,7 @@ import functools
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache, TLRUCache
 
 from provider import metrics
 
@@ -36,13 +36,19 @@ class ContentCache:
             self._cache[digest] = data
 
 
+def _expires(_key: object, entry: tuple[object, float], now: float) -> float:
+    return now + entry[1]
+
+
 class TTLMap(Generic[K, V]):
-    """A bounded TTL map; ``ttl <= 0`` or ``max_entries == 0`` disables it."""
+    """A bounded TTL map; ``ttl <= 0`` or ``max_entries == 0`` disables it. An entry may be given a shorter
+    lifetime than ``ttl`` (one that was already cached elsewhere for a while)."""
 
     def __init__(self, name: str, max_entries: int, ttl: float, timer: Callable[[], float]) -> None:
         self.name = name
-        self._cache: TTLCache[K, V] | None = (
-            TTLCache(maxsize=max_entries, ttl=ttl, timer=timer) if ttl > 0 and max_entries > 0 else None
+        self.ttl = ttl
+        self._cache: TLRUCache[K, tuple[V, float]] | None = (
+            TLRUCache(maxsize=max_entries, ttu=_expires, timer=timer) if ttl > 0 and max_entries > 0 else None
         )
         self._hit = metrics.cache_events(name, "local", "hit")
         self._miss = metrics.cache_events(name, "local", "miss")
@@ -51,15 +57,20 @@ class TTLMap(Generic[K, V]):
         if self._cache is None:
             return None
         try:
-            value: V | None = self._cache[key]  # one lookup (``TTLCache.get`` takes two, each checking expiry)
+            entry = self._cache[key]  # one lookup (``TLRUCache.get`` takes two, each checking expiry)
         except KeyError:
-            value = None
-        (self._miss if value is None else self._hit).inc()
-        return value
+            self._miss.inc()
+            return None
+        self._hit.inc()
+        return entry[0]
 
-    def put(self, key: K, value: V) -> None:
-        if self._cache is not None:
-            self._cache[key] = value
+    def put(self, key: K, value: V, ttl: float | None = None) -> None:
+        """Keep ``value`` for ``ttl`` seconds (at most the map's own TTL; the map's TTL when ``None``)."""
+        if self._cache is None:
+            return
+        seconds = self.ttl if ttl is None else min(ttl, self.ttl)
+        if seconds > 0:
+            self._cache[key] = (value, seconds)
 
     def clear(self) -> None:
         if self._cache is not None:

@@ -66,6 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     check = config_sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file")
+    trusted_root = sub.add_parser("trusted-root", help="Sigstore trusted_root.json tools")
+    trusted_root_sub = trusted_root.add_subparsers(dest="trusted_root_command", required=True, parser_class=_Parser)
+    fetch = trusted_root_sub.add_parser(
+        "fetch",
+        help="write the trusted_root.json of a Sigstore TUF repository (verified with TUF) to a file",
+        description="Refresh a Sigstore TUF repository's metadata and write its trusted_root.json to OUTPUT, "
+        "atomically and only when it is usable. Referee re-reads the file when it changes. Air-gapped clusters "
+        "skip this and ship the file.",
+    )
+    fetch.add_argument("--output", required=True, help="the file verifiers name in trustedRoot")
+    fetch.add_argument("--tuf-url", default=None, help="TUF repository (default: Sigstore's public-good instance)")
+    fetch.add_argument("--root", help="initial root.json of a private TUF repository (not needed for public good)")
+    fetch.add_argument("--every", metavar="DURATION", help="keep running and refresh this often (e.g. 24h)")
     import_cli.add_parser(sub)
     return parser
 
@@ -158,6 +171,40 @@ def _attach(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _trusted_root_fetch(args: argparse.Namespace) -> int:
+    import time
+
+    import structlog
+
+    from provider import trustedroot
+    from provider.confignode import parse_duration
+
+    url = args.tuf_url or trustedroot.PUBLIC_GOOD
+    trustedroot.check_url(url)
+    every = None
+    if args.every is not None:
+        every = parse_duration(args.every)
+        if every is None or every < 60:
+            raise ConfigError([f"--every: {args.every!r} is not a duration of at least 1m (e.g. 24h)"])
+    log = structlog.get_logger("referee.trustedroot")
+    root = Path(args.root) if args.root else None
+    while True:
+        try:
+            fetched = trustedroot.fetch(Path(args.output), url, root)
+        except trustedroot.TrustedRootFetchError as exc:
+            if every is None:
+                print(f"referee trusted-root fetch: {exc}", file=sys.stderr)
+                return EXIT_DENIED
+            log.warning("trusted_root_fetch_failed", url=url, error=str(exc))
+        else:
+            state = "updated" if fetched.changed else "unchanged"
+            if every is None:
+                print(f"{fetched.path}: {state} (sha256:{fetched.sha256}) from {url}")
+                return EXIT_OK
+            log.info("trusted_root_fetched", url=url, path=str(fetched.path), sha256=fetched.sha256, state=state)
+        time.sleep(every)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -166,11 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "attach" or any(e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.files = [*args.files, *extra]
-    serving = args.command == "serve"
+    serving = args.command == "serve" or (args.command == "trusted-root" and getattr(args, "every", None) is not None)
     logs.configure(args.log_level or ("info" if serving else "warning"), json_output=serving)
     try:
         if args.command == "import":
             return import_cli.run(args)
+        if args.command == "trusted-root":
+            return _trusted_root_fetch(args)
         if args.command == "config":
             config = load_config(args.file)
             print(

@@ -7,20 +7,22 @@ camelCase; attributes are snake_case; the conversion happens only in :mod:`provi
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from provider.confignode import Node, Problems, Secret
 from provider.errors import ConfigError
 from provider.files import read_regular
-from provider.policies.base import PolicySpec, policy_types
+from provider.proxy import ProxySettings, proxy_settings
 from provider.registry.matching import ImagePattern
-from provider.stores.base import StoreSpec, store_types
-from provider.verifiers.base import VerifierSpec, verifier_types
+from provider.specs import PolicySpec, StoreSpec, VerifierSpec, policy_types, store_types, verifier_types
 
 API_VERSION = "referee.dev/v1alpha1"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -102,6 +104,7 @@ class RegistriesConfig:
     cosign_legacy_tags: bool = True
     credential_entries: tuple[CredentialEntry, ...] = ()
     credential_providers: CredentialProvidersConfig | None = None
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
     def host_config(self, host: str) -> RegistryHostConfig:
         for h in self.hosts:
@@ -159,6 +162,29 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedCacheConfig:
+    """``cache.shared``: a Valkey/Redis cache shared by the replicas (docs/configuration.md#cacheshared)."""
+
+    url: str
+    hmac_key: bytes = field(repr=False)
+    username: str | None = None
+    password: Secret | None = None
+    ca_pem: bytes | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    key_prefix: str = "referee:"
+    connect_timeout: float = 0.5
+    operation_timeout: float = 0.25
+    lease_ttl: float = 3.0
+    retry_interval: float = 5.0
+    max_connections: int = 32
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("rediss://")
+
+
+@dataclass(frozen=True, slots=True)
 class CacheConfig:
     verdict_ttl: float = 300.0
     verdict_max_entries: int = 10000
@@ -166,6 +192,7 @@ class CacheConfig:
     tag_max_entries: int = 10000
     tag_stale_if_error: float = 0.0
     content_max_bytes: int = 64 * 1024 * 1024
+    shared: SharedCacheConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +209,20 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MultiArchConfig:
+    """Opt-ins for multi-platform images (docs/configuration.md, "Multi-platform images").
+
+    ``index_covers_platforms``: a key ``name:tag@sha256:<platform manifest>`` whose own evidence does not allow it
+    is allowed when the index ``tag`` names lists that digest and is allowed itself. ``platform_artifact_types``:
+    referrers of these types attached to the platform manifests an index lists count as evidence for the index
+    (at most ``max_platforms`` platforms)."""
+
+    index_covers_platforms: bool = False
+    platform_artifact_types: frozenset[str] = frozenset()
+    max_platforms: int = 16
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     registries: RegistriesConfig
     stores: tuple[StoreSpec, ...]
@@ -193,6 +234,10 @@ class Config:
     generation: str
     source: str | None = None
     sources: tuple[str, ...] = ()
+    multi_arch: MultiArchConfig = field(default_factory=MultiArchConfig)
+    decision_generation: str = ""
+    """The generation without the sections that decide no verdict (``server``, ``cache``): the configuration part
+    of the shared cache's keys, so replicas that differ only in ports or cache settings share verdicts."""
 
     def verifier(self, name: str) -> VerifierSpec | None:
         return next((v for v in self.verifiers if v.name == name), None)
@@ -296,9 +341,19 @@ def _parse_registries(node: Node) -> RegistriesConfig:
         cosign_legacy_tags=node.flag("cosign_legacy_tags", True),
         credential_entries=pull_secrets + docker_entries,
         credential_providers=credential_providers,
+        proxy=_parse_proxy_environment(node.problems),
     )
     node.finish()
     return result
+
+
+def _parse_proxy_environment(problems: Problems) -> ProxySettings:
+    """HTTPS_PROXY, HTTP_PROXY and NO_PROXY (:mod:`provider.proxy`); a value that cannot be used is a problem of
+    the configuration, so that ``referee config check`` and a reload report it."""
+    settings, found = proxy_settings()
+    for problem in found:
+        problems.add("", problem)
+    return settings
 
 
 def _parse_plugin_list(node: Node, key: str, registry: Any, build: Any) -> list[Any]:
@@ -409,9 +464,111 @@ def _parse_cache(node: Node) -> CacheConfig:
         tag_max_entries=node.integer("tag_max_entries", d.tag_max_entries, minimum=0),
         tag_stale_if_error=node.duration("tag_stale_if_error", d.tag_stale_if_error),
         content_max_bytes=node.size("content_max_bytes", d.content_max_bytes),
+        shared=_parse_shared_cache(node.node("shared")) if node.has("shared") else None,
     )
     node.finish()
     return cache
+
+
+MIN_HMAC_KEY_BYTES = 32
+
+
+def _parse_shared_url(node: Node) -> str | None:
+    """``redis://host[:port][/db]`` or ``rediss://…`` (TLS). Credentials and query options are refused: the
+    password belongs in a file, and query options could turn TLS verification off."""
+    url = node.string("url")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        node.error(f"not a valid URL: {exc}", "url")
+        return None
+    problem = None
+    if parts.scheme not in ("redis", "rediss"):
+        problem = "must start with redis:// or rediss:// (TLS)"
+    elif parts.username is not None or parts.password is not None:
+        problem = "must not carry credentials: use username and passwordFile"
+    elif not parts.hostname:
+        problem = "names no host"
+    elif parts.query or parts.fragment:
+        problem = "must not carry query options or a fragment (TLS and timeouts are set by Referee's settings)"
+    elif parts.path not in ("", "/") and not (parts.path[1:].isdigit() and int(parts.path[1:]) < 1024):
+        problem = "the path may only be a database number (/0)"
+    if problem is not None:
+        node.error(problem, "url")
+        return None
+    return str(url)
+
+
+def _parse_shared_cache(node: Node) -> SharedCacheConfig | None:
+    url = _parse_shared_url(node)
+    key_path = node.string("hmac_key_file")
+    hmac_key = None
+    if key_path is not None:
+        data = node.problems.read_file(key_path, node.child_path("hmacKeyFile"), max_bytes=4096)
+        if data is not None:
+            hmac_key = data.strip()
+            if len(hmac_key) < MIN_HMAC_KEY_BYTES:
+                node.error(
+                    f"{key_path} holds {len(hmac_key)} bytes; at least {MIN_HMAC_KEY_BYTES} are needed", "hmac_key_file"
+                )
+                hmac_key = None
+    username = node.secret("username")
+    password = node.secret("password")
+    ca_pem, _ = node.file_or_inline("ca", max_bytes=1024 * 1024)
+    if ca_pem is not None:
+        try:
+            ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+        except (ssl.SSLError, ValueError, TypeError):
+            node.error("not a PEM CA certificate bundle", "ca_file" if node.has("ca_file") else "ca")
+    cert_file = _existing_file(node, "cert_file")
+    key_file = _existing_file(node, "key_file")
+    if (cert_file is None) != (key_file is None):
+        node.error("certFile and keyFile go together", "cert_file")
+    elif cert_file is not None and key_file is not None:
+        try:
+            ssl.create_default_context().load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, OSError):
+            node.error("not a PEM certificate and its private key", "cert_file")
+    d = SharedCacheConfig(url="", hmac_key=b"")
+    operation_timeout = node.duration("operation_timeout", d.operation_timeout, minimum=0.001)
+    lease_ttl = node.duration("lease_ttl", d.lease_ttl, minimum=0.3)
+    shared = SharedCacheConfig(
+        url=url or "",
+        hmac_key=hmac_key or b"",
+        username=username.reveal() if username is not None else None,
+        password=password,
+        ca_pem=ca_pem,
+        cert_file=cert_file,
+        key_file=key_file,
+        key_prefix=node.string("key_prefix", d.key_prefix),
+        connect_timeout=node.duration("connect_timeout", d.connect_timeout, minimum=0.01),
+        operation_timeout=operation_timeout,
+        lease_ttl=lease_ttl,
+        retry_interval=node.duration("retry_interval", d.retry_interval, minimum=0.1),
+        max_connections=node.integer("max_connections", d.max_connections, minimum=1, maximum=1024),
+    )
+    if url is not None and not shared.tls and (ca_pem is not None or cert_file is not None):
+        node.error("CA and client certificate need a rediss:// (TLS) url", "url")
+    if lease_ttl < 3 * operation_timeout:
+        node.error("must be at least 3 times operationTimeout (the holder renews it every third)", "lease_ttl")
+    node.finish()
+    if url is None or hmac_key is None:
+        return None
+    return shared
+
+
+def _existing_file(node: Node, name: str) -> str | None:
+    value = node.string(name, None)
+    if value is None:
+        return None
+    resolved = node.problems.resolve(value)
+    if not resolved.is_file():
+        node.error(f"{value} does not exist or is not a file", name)
+        return None
+    return str(resolved)
 
 
 def _parse_limits(node: Node) -> LimitsConfig:
@@ -433,6 +590,37 @@ def _parse_limits(node: Node) -> LimitsConfig:
     )
     node.finish()
     return limits
+
+
+# Signatures bind one digest: a signature on a platform manifest says nothing about an index listing it (anyone can
+# write an index that lists a signed platform beside one of theirs), so it never counts for an index.
+_SIGNATURE_TYPES = frozenset(
+    {
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        "application/vnd.cncf.notary.signature",
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+    }
+)
+
+
+def _parse_multi_arch(node: Node) -> MultiArchConfig:
+    d = MultiArchConfig()
+    types = node.str_list("platform_artifact_types")
+    for i, artifact_type in enumerate(types):
+        if artifact_type in _SIGNATURE_TYPES or artifact_type.startswith("application/vnd.dev.sigstore.bundle"):
+            node.problems.add(
+                f"{node.child_path('platformArtifactTypes')}[{i}]",
+                f"{artifact_type} is a signature type: a signature on a platform manifest does not cover an index "
+                "that lists it (sign the index; cosign sign --recursive signs both)",
+            )
+    multi_arch = MultiArchConfig(
+        index_covers_platforms=node.flag("index_covers_platforms", d.index_covers_platforms),
+        platform_artifact_types=frozenset(types),
+        max_platforms=node.integer("max_platforms", d.max_platforms, minimum=1, maximum=64),
+    )
+    node.finish()
+    return multi_arch
 
 
 def _parse_policy(node: Node, verifier_names: frozenset[str]) -> PolicySpec:
@@ -485,6 +673,7 @@ def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str
     server = _parse_server(root.node("server"))
     cache = _parse_cache(root.node("cache"))
     limits = _parse_limits(root.node("limits"))
+    multi_arch = _parse_multi_arch(root.node("multi_arch"))
     root.finish()
     _cross_check(problems, verifiers, policy)
     if problems.items:
@@ -500,7 +689,37 @@ def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str
         generation=problems.fingerprint.hexdigest()[:16],
         source=source,
         sources=tuple(dict.fromkeys(problems.sources)),
+        multi_arch=multi_arch,
+        decision_generation=_decision_generation(document, problems),
     )
+
+
+NON_DECIDING_SECTIONS = ("server", "cache")
+
+
+def _decision_generation(document: object, problems: Problems) -> str:
+    """A fingerprint of everything that can decide a verdict: the document without ``server`` and ``cache``, and
+    the content of every file read outside them (by where the document names it, not where it is mounted)."""
+    h = hashlib.sha256(b"referee-decision-generation/v1\0")
+    if isinstance(document, dict):
+        document = {k: v for k, v in document.items() if k not in NON_DECIDING_SECTIONS}
+    h.update(json.dumps(_canonical(document), separators=(",", ":")).encode())
+    for node_path, _, digest in problems.files:
+        if node_path.split(".", 1)[0].split("[", 1)[0] in NON_DECIDING_SECTIONS:
+            continue
+        h.update(b"\0" + node_path.encode() + b"\0" + digest)
+    return h.hexdigest()[:16]
+
+
+def _canonical(value: object) -> object:
+    """JSON-encodable and independent of key order (YAML mappings may have keys of any type)."""
+    if isinstance(value, dict):
+        return sorted(([repr(k), _canonical(v)] for k, v in value.items()), key=lambda kv: str(kv[0]))
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return [type(value).__name__, value]
+    return [type(value).__name__, repr(value)]
 
 
 def load_config(path: str | Path) -> Config:

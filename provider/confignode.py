@@ -83,6 +83,8 @@ class Problems:
         self.base_dir = base_dir
         self.fingerprint = hashlib.sha256()
         self.sources: list[str] = []
+        self.files: list[tuple[str, str, bytes]] = []
+        """``(node path, resolved path, SHA-256)`` of every file read, for fingerprints of parts of the file."""
 
     def add(self, path: str, message: str) -> None:
         self.items.append(f"{path}: {message}" if path else message)
@@ -99,7 +101,9 @@ class Problems:
         if len(data) > max_bytes:
             self.add(node_path, f"{path} is larger than {max_bytes} bytes")
             return None
-        self.fingerprint.update(str(resolved).encode() + b"\0" + hashlib.sha256(data).digest())
+        digest = hashlib.sha256(data).digest()
+        self.fingerprint.update(str(resolved).encode() + b"\0" + digest)
+        self.files.append((node_path, str(resolved), digest))
         return data
 
     def resolve(self, path: str) -> Path:
@@ -131,6 +135,15 @@ class Node:
 
     def has(self, name: str) -> bool:
         return camel(name) in self._data
+
+    def misspelled(self, key: str) -> tuple[bool, Any]:
+        """A key that is *not* a parameter here (e.g. a CLI flag written as YAML), read only to explain the
+        mistake: ``(present, value)``. It is marked read so that :meth:`finish` does not also call it unknown, and
+        it is no parameter of the chart schema (``scripts/gen_chart_schema.py`` records only parameter reads)."""
+        if key not in self._data:
+            return False, None
+        self._used.add(key)
+        return True, self._data[key]
 
     def raw(self, name: str, default: Any = None) -> Any:
         key = camel(name)

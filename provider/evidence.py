@@ -17,6 +17,7 @@ Per level (the image, then each artifact whose own referrers are verified):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,13 +30,15 @@ from provider import metrics
 from provider.config import LimitsConfig
 from provider.errors import (
     ArtifactTooLargeError,
+    AuthDeniedError,
     DigestMismatchError,
     NotFoundError,
     ProviderError,
     ReferrersCappedError,
+    RegistryError,
     SubjectMismatchError,
 )
-from provider.oci import Descriptor, Manifest
+from provider.oci import Descriptor, Manifest, ReferrerListing
 from provider.policies.base import PolicyEnforcer, Signature, signed_under
 from provider.stores.base import ReferrerStore
 from provider.verdict import ArtifactResult
@@ -52,7 +55,10 @@ log = structlog.get_logger("referee.evidence")
 
 T = TypeVar("T")
 EXAMINE_FACTOR = 4
-READ_FAULTS = (DigestMismatchError, ArtifactTooLargeError, NotFoundError)
+# Faults of the registry while reading content (not of the content itself, which is digest-checked): a verdict that
+# met one could not see its evidence, so it is not cached as a plain denial. A redirect loop, a redirect or token realm
+# refused, a 401 loop or an unexpected 4xx on a blob are the registry's, like wrong bytes or a vanished artifact.
+READ_FAULTS = (DigestMismatchError, ArtifactTooLargeError, NotFoundError, RegistryError, AuthDeniedError)
 MAX_NOTES = 8
 MAX_NOTE_CHARS = 300
 
@@ -87,6 +93,21 @@ def check_subject(manifest: Manifest, artifact: Descriptor, subject: Subject) ->
         )
 
 
+def _attestation_manifest(descriptor: Descriptor) -> bool:
+    """BuildKit's in-index attestation manifests (``vnd.docker.reference.type: attestation-manifest``, platform
+    ``unknown/unknown``) are not platforms."""
+    if descriptor.annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+        return True
+    platform = descriptor.platform or {}
+    return platform.get("os") == "unknown" and platform.get("architecture") == "unknown"
+
+
+def _shown(artifact_type: str) -> str:
+    """An artifact type as users know it (Referee's internal names for cosign's tags are not theirs)."""
+    suffix = mt.COSIGN_LEGACY_TYPES.get(artifact_type)
+    return f"cosign's sha256-<digest>{suffix} tag" if suffix else artifact_type
+
+
 async def _all(works: Sequence[Awaitable[T]]) -> list[T]:
     """Await every work item; re-raise the first exception only after all have finished."""
     gathered = await asyncio.gather(*works, return_exceptions=True)
@@ -102,8 +123,9 @@ class _Content:
     """A verifier's view of the subject's repository (digest-verified, size-limited reads).
 
     A read that fails for the registry's sake — wrong bytes for a digest, more bytes than the descriptor declared,
-    an artifact listed but gone — is reported to ``on_fault`` even when the verifier turns it into a failed result:
-    a verdict that could not read its evidence must not be cached as a plain denial."""
+    an artifact listed but gone, a redirect loop or a refused redirect, access refused — is reported to ``on_fault``
+    even when the verifier turns it into a failed result: a verdict that could not read its evidence must not be
+    cached as a plain denial."""
 
     def __init__(
         self,
@@ -158,8 +180,15 @@ class EvidenceCollector:
         limits: LimitsConfig,
         semaphore: asyncio.Semaphore,
         now: datetime,
+        *,
+        platform_artifact_types: frozenset[str] = frozenset(),
+        max_platforms: int = 16,
+        explain: bool = True,
     ) -> None:
         self._store = store
+        self._platform_types = platform_artifact_types
+        self._max_platforms = max_platforms
+        self._explain = explain
         self._subject = subject
         self._verifiers = tuple(verifiers)
         self._policy = policy
@@ -173,10 +202,55 @@ class EvidenceCollector:
 
     async def collect(self) -> list[ArtifactResult]:
         try:
-            return await self._level(self._subject, 0)
+            results = await self._level(self._subject, 0)
+            if self._platform_types and self._subject.descriptor.media_type in mt.INDEX_TYPES:
+                results.extend(await self._platform_results())
+            return results
         finally:
             for task in self._nested.values():
                 task.cancel()
+
+    async def _platform_results(self) -> list[ArtifactResult]:
+        """Evidence of ``multiArch.platformArtifactTypes`` attached to the platform manifests the index lists. The
+        index is read by its digest (verified), so the platforms are the ones it binds; each platform's referrers
+        must name that platform as their subject."""
+        index = await self._store.fetch_manifest(self._subject.ref, self._subject.descriptor)
+        platforms = [d for d in index.manifests if d.media_type in mt.MANIFEST_TYPES and not _attestation_manifest(d)]
+        if len(platforms) > self._max_platforms:
+            self.complete = False
+            self._note(
+                f"{len(platforms) - self._max_platforms} platform manifests of the index were not examined "
+                f"(multiArch.maxPlatforms {self._max_platforms})"
+            )
+            platforms = platforms[: self._max_platforms]
+        verifiers = [
+            ConfiguredVerifier(
+                dataclasses.replace(v.spec, artifact_types=v.spec.artifact_types & self._platform_types), v.verifier
+            )
+            for v in self._verifiers
+            if v.spec.artifact_types & self._platform_types
+        ]
+        if not verifiers:
+            return []
+
+        async def one(platform: Descriptor) -> list[ArtifactResult]:
+            child = EvidenceCollector(
+                self._store,
+                Subject(self._subject.ref.with_digest(platform.digest), platform),
+                verifiers,
+                self._policy,
+                self._limits,
+                self._semaphore,
+                self._now,
+                explain=False,
+            )
+            found = await child.collect()
+            for note in child.notes:
+                self._note(f"platform {platform.digest[:19]}: {note}")
+            self.complete = self.complete and child.complete
+            return [dataclasses.replace(r, subject=platform.digest) for r in found]
+
+        return [r for results in await _all([one(p) for p in platforms]) for r in results]
 
     def _read_fault(self, descriptor: Descriptor, exc: ProviderError) -> None:
         self.complete = False
@@ -195,6 +269,8 @@ class EvidenceCollector:
         listing = await self._store.list_referrers(subject.ref, subject.descriptor, wanted)
         for note in listing.notes:
             self._note(note)
+        if depth == 0 and self._explain:
+            self._explain_missing(subject, listing)
         entries, capped = await self._select(subject, listing.descriptors, wanted)
         if listing.truncated:
             self.complete = False
@@ -227,6 +303,32 @@ class EvidenceCollector:
         truncated = set(capped) | (set(wanted) if listing.truncated else set())
         ordered.extend(self._capped_results(subject, capped, listing.truncated, wanted))
         return self._reconcile(ordered, signed, frozenset(truncated))
+
+    def _explain_missing(self, subject: Subject, listing: ReferrerListing) -> None:
+        """Say why a verifier will find nothing: the digest has no referrers at all, or only of other types."""
+        if listing.notes or listing.truncated or listing.other_types is None:
+            return
+        listed: dict[str, int] = {}
+        for d in listing.descriptors:
+            listed[d.artifact_type or d.media_type] = listed.get(d.artifact_type or d.media_type, 0) + 1
+        for kind, count in listing.other_types:
+            listed[kind] = listed.get(kind, 0) + count
+        if not listed:
+            self._note(
+                f"no referrers listed for {subject.descriptor.digest[:19]}…: nothing is attached to this digest "
+                "(a tag's index and each of its platform manifests have their own digests)"
+            )
+            return
+        total = sum(listed.values())
+        for v in self._verifiers:
+            if any(kind in v.spec.artifact_types for kind in listed):
+                continue
+            kinds = ", ".join(f"{kind} ({count})" for kind, count in list(listed.items())[:4])
+            more = f" and {len(listed) - 4} more types" if len(listed) > 4 else ""
+            self._note(
+                f"{v.spec.name}: none of the {total} referrers listed is of a type it verifies "
+                f"({', '.join(sorted(_shown(t) for t in v.spec.artifact_types))}); listed: {kinds}{more}"
+            )
 
     async def _select(
         self, subject: Subject, listed: Sequence[Descriptor], wanted: frozenset[str]

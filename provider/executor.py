@@ -17,6 +17,7 @@ from typing import TypeVar
 import structlog
 
 from provider import deadline, metrics
+from provider import mediatypes as mt
 from provider.cache import ContentCache, SingleFlight, TTLMap
 from provider.config import Config, matches_any
 from provider.errors import OverloadedError, ProviderError, UnsupportedError
@@ -26,8 +27,9 @@ from provider.oci import Descriptor
 from provider.policies.base import PolicyEnforcer, policy_types
 from provider.reference import ImageRef, parse_reference
 from provider.registry.client import RegistryClient
+from provider.sharedtier import LeaseBusyError, LeaseKey, ResolutionKey, SharedTier, VerdictKey, open_shared_tier
 from provider.stores.base import ReferrerStore, StoreResources, store_types
-from provider.verdict import Verdict
+from provider.verdict import POLICY_SATISFIED, Decision, Verdict
 from provider.verifiers.base import Subject, verifier_types
 
 log = structlog.get_logger("referee.executor")
@@ -45,7 +47,7 @@ class KeyLookup:
     ref: ImageRef
     store: ReferrerStore
     resolution_key: tuple[str, str]
-    verdict_prefix: tuple[str, str]
+    verdict_prefix: tuple[str, str, str]
 
     @property
     def by_digest(self) -> bool:
@@ -101,7 +103,8 @@ class Runtime:
                 resolution_key = (f"{store.name}/{self.generation}", str(ref))
             if len(self._lookups) >= MAX_LOOKUPS:
                 self._lookups.clear()
-            found = self._lookups[key] = KeyLookup(ref, store, resolution_key, (store.name, ref.name))
+            prefix = (store.name, ref.name, ref.tag or "")  # Engine._verdict_key without digest and generation
+            found = self._lookups[key] = KeyLookup(ref, store, resolution_key, prefix)
         return found
 
     def verifiers_for(self, ref: ImageRef) -> list[ConfiguredVerifier]:
@@ -154,19 +157,20 @@ class Engine:
         self.runtime = Runtime(config, self.content)
         self._configure_caches(config)
         self._keys: SingleFlight[tuple[str, str, str], Verdict] = SingleFlight()
-        self._flight: SingleFlight[tuple[str, str, str, str], Verdict] = SingleFlight()
+        self._flight: SingleFlight[VerdictKey, Verdict] = SingleFlight()
         self._resolving: SingleFlight[tuple[str, str], Descriptor] = SingleFlight()
         self._admission: dict[str, SharedSlots] = {}
-        self._retired: set[asyncio.Task[None]] = set()
+        self._retired: dict[asyncio.Task[None], tuple[Runtime, SharedTier | None]] = {}
+        self.shared: SharedTier | None = open_shared_tier(config.cache.shared) if config.cache.shared else None
 
     def _configure_caches(self, config: Config) -> None:
         c = config.cache
-        self.verdicts: TTLMap[tuple[str, str, str, str], Verdict] = TTLMap(
+        self.verdicts: TTLMap[VerdictKey, Verdict] = TTLMap(
             "verdict", c.verdict_max_entries, c.verdict_ttl, self._monotonic
         )
         # A verdict decided without examining every referrer (a cap was hit, evidence could not be read) is kept
         # only briefly: a flood must not lock an image out, nor keep an allow decided on partial evidence, for long.
-        self.partial_verdicts: TTLMap[tuple[str, str, str, str], Verdict] = TTLMap(
+        self.partial_verdicts: TTLMap[VerdictKey, Verdict] = TTLMap(
             "verdict-partial", c.verdict_max_entries, min(c.verdict_ttl, c.tag_ttl), self._monotonic
         )
         self.tags: TTLMap[tuple[str, str], Descriptor] = TTLMap("tag", c.tag_max_entries, c.tag_ttl, self._monotonic)
@@ -200,21 +204,40 @@ class Engine:
             self._configure_caches(config)
         if old.config.registries != config.registries:
             self._admission = {}
-        task = asyncio.ensure_future(self._retire(old))
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        old_shared = None
+        if old.config.cache.shared != config.cache.shared:
+            old_shared = self.shared
+            self.shared = open_shared_tier(config.cache.shared) if config.cache.shared else None
+            if self.shared is None:
+                metrics.SHARED_CACHE_LOCAL_ONLY.set(0)
+        task = asyncio.ensure_future(self._retire(old, old_shared))
+        self._retired[task] = (old, old_shared)
+        task.add_done_callback(self._retired.pop)
 
-    async def _retire(self, runtime: Runtime) -> None:
+    async def _retire(self, runtime: Runtime, shared: SharedTier | None) -> None:
         await asyncio.sleep(runtime.config.limits.verification_timeout + 1.0)
         await runtime.close()
+        if shared is not None:
+            await shared.close()
+
+    def shared_status(self) -> dict[str, object] | None:
+        """The shared cache's state for ``/readyz``; None when none is configured."""
+        return None if self.shared is None else self.shared.status()
 
     async def close(self) -> None:
         await self._keys.cancel_all()
         await self._flight.cancel_all()
         await self._resolving.cancel_all()
-        for task in list(self._retired):
+        retired = list(self._retired.items())
+        for task, _ in retired:
             task.cancel()
+        for _, (runtime, shared) in retired:
+            await runtime.close()
+            if shared is not None:
+                await shared.close()
         await self.runtime.close()
+        if self.shared is not None:
+            await self.shared.close()
 
     # -- entry points ------------------------------------------------------------------------------------------
 
@@ -264,7 +287,7 @@ class Engine:
         ref = parse_reference(key)
         runtime = self.runtime
         with deadline.deadline_after(self.config.limits.verification_timeout):
-            return ref, await self._resolve(runtime, runtime.store_for(ref), ref)
+            return ref, await self._resolve_anywhere(runtime, runtime.store_for(ref), ref)
 
     # -- internals ------------------------------------------------------------------------------------------------
 
@@ -280,10 +303,10 @@ class Engine:
         cache, cache_key = self._resolution_key(runtime, store, ref)
         return cache.get(cache_key)
 
-    def _verdict_key(
-        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor
-    ) -> tuple[str, str, str, str]:
-        return (store.name, ref.name, descriptor.digest, runtime.generation)
+    def _verdict_key(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor) -> VerdictKey:
+        # The tag is part of the key: an attestor's signed identity may name a tag (``matchExact``), so the verdict
+        # for ``repo:v1`` says nothing about ``repo:v2`` pointing at the same digest.
+        return (store.name, ref.name, ref.tag or "", descriptor.digest, runtime.generation)
 
     def _cached_verdict(
         self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor
@@ -295,28 +318,45 @@ class Engine:
         """The subject's descriptor: digests are cached for the verdict TTL, tags for ``cache.tagTtl``.
         Concurrent resolutions of one reference share one registry call, which finishes in the background
         (within ``limits.verificationTimeout``) even when the asking request's deadline passes. When the registry
-        fails transiently, a tag resolved within ``cache.tagStaleIfError`` is served again (stale-if-error)."""
+        fails transiently, a tag resolved within ``cache.tagStaleIfError`` is served again (stale-if-error). With a
+        shared cache, the resolution is made under a lease (:class:`LeaseBusyError` when another replica holds it),
+        another replica's is used when one is there, and this one's is published."""
         cache, cache_key = self._resolution_key(runtime, store, ref)
         found = cache.get(cache_key) or self._stale_when_paused(runtime, ref, cache_key)
         if found is not None:
             return found
+        shared = self.shared
 
         async def compute() -> Descriptor:
-            stale = None if ref.digest else self.stale_tags.get(cache_key)
-            # With a known-good resolution at hand, wait for the registry only as long as a request could wait:
-            # a registry that is slow or asks to retry later then gets the stale answer instead of a failure.
-            patience = None if stale is None else self._stale_patience(runtime)
+            lease = None
+            if shared is not None:
+                bound = runtime.config.limits.verification_timeout
+                lease = await shared.claim(self._shared_resolution_key(runtime, store, ref), bound)
             try:
-                descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}", patience)
-            except ProviderError as exc:
-                if stale is None or not exc.transient:
-                    raise
-                self._served_stale(ref, stale, exc.code)
-                return stale
-            cache.put(cache_key, descriptor)
-            if not ref.digest:
-                self.stale_tags.put(cache_key, descriptor)
-            return descriptor
+                if shared is not None:  # looked for before, but another replica may have finished meanwhile
+                    known = await self._shared_resolution(runtime, store, ref, shared)
+                    if known is not None:
+                        return known
+                stale = None if ref.digest else self.stale_tags.get(cache_key)
+                # With a known-good resolution at hand, wait for the registry only as long as a request could wait:
+                # a registry that is slow or asks to retry later then gets the stale answer instead of a failure.
+                patience = None if stale is None else self._stale_patience(runtime)
+                try:
+                    descriptor = await _bounded(runtime, store.resolve(ref), f"resolution of {ref}", patience)
+                except ProviderError as exc:
+                    if stale is None or not exc.transient:
+                        raise
+                    self._served_stale(ref, stale, exc.code)
+                    return stale
+                cache.put(cache_key, descriptor)
+                if not ref.digest:
+                    self.stale_tags.put(cache_key, descriptor)
+                if shared is not None:
+                    await self._publish_resolution(runtime, store, ref, descriptor, shared)
+                return descriptor
+            finally:
+                if lease is not None:
+                    await lease.release()
 
         if cache_key not in self._resolving:
             self._check_capacity(runtime)
@@ -326,6 +366,25 @@ class Engine:
     def _stale_patience(runtime: Runtime) -> float:
         server = runtime.config.server
         return min(server.verify_deadline, server.mutate_deadline) / 2
+
+    async def _resolve_anywhere(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Descriptor:
+        """:meth:`_resolve`; with a shared cache, another replica's resolution first, and a replica that is resolving
+        the same reference is waited for instead of asking the registry too."""
+        shared = self.shared
+        if shared is None:
+            return await self._resolve(runtime, store, ref)
+        while True:
+            found = self._cached_resolution(runtime, store, ref) or await self._shared_resolution(
+                runtime, store, ref, shared
+            )
+            if found is not None:
+                return found
+            if await shared.await_holder(self._shared_resolution_key(runtime, store, ref)):
+                continue
+            try:
+                return await self._resolve(runtime, store, ref)
+            except LeaseBusyError:
+                continue
 
     def _check_capacity(self, runtime: Runtime) -> None:
         """Shared work outlives requests; bound how much of it may pile up (keys are attacker-chosen)."""
@@ -360,13 +419,55 @@ class Engine:
     async def _cold(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef) -> Verdict:
         """One key's resolution and verification, admitted fairly among the keys of its registry."""
         seconds = runtime.config.limits.verification_timeout
+        shared = self.shared
         with deadline.fresh(seconds):
             try:
-                async with asyncio.timeout(seconds), self._slots(runtime, ref.registry).slot(ref.repository):
-                    descriptor = await self._resolve(runtime, store, ref)
-                    return await self._verdict(runtime, store, ref, descriptor)
+                async with asyncio.timeout(seconds):
+                    if shared is not None:
+                        return await self._cold_shared(runtime, store, ref, shared)
+                    async with self._slots(runtime, ref.registry).slot(ref.repository):
+                        descriptor = await self._resolve(runtime, store, ref)
+                        return await self._verdict(runtime, store, ref, descriptor)
             except TimeoutError:
                 raise deadline.exceeded(f"verification of {ref}") from None
+
+    async def _cold_shared(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, shared: SharedTier) -> Verdict:
+        """:meth:`_cold` with a shared cache: what another replica resolved or decided is used before asking for an
+        admission slot, and a reference another replica is resolving or a digest it is verifying is waited for
+        (outside any slot, until its entry arrives or its lease ends) instead of asking the registry again."""
+        descriptor: Descriptor | None = None
+        waited = False
+        while True:
+            descriptor = (
+                descriptor
+                or self._cached_resolution(runtime, store, ref)
+                or await self._shared_resolution(runtime, store, ref, shared)
+            )
+            if descriptor is None:
+                holder: LeaseKey = self._shared_resolution_key(runtime, store, ref)
+            else:
+                verdict = self._cached_verdict(runtime, store, ref, descriptor) or await self._shared_verdict(
+                    runtime, store, ref, descriptor, shared
+                )
+                if verdict is not None:
+                    if waited:
+                        metrics.SHARED_CACHE_WAITS.labels("verdict").inc()
+                    return verdict
+                holder = ("verdict", self._shared_verdict_key(runtime, store, ref, descriptor))
+            if await shared.await_holder(holder):
+                waited = True
+                continue
+            async with self._slots(runtime, ref.registry).slot(ref.repository):
+                try:
+                    if descriptor is None:
+                        descriptor = await self._resolve(runtime, store, ref)
+                    verdict = await self._verdict(runtime, store, ref, descriptor)
+                except LeaseBusyError:
+                    waited = True
+                    continue
+            if waited:
+                metrics.SHARED_CACHE_WAITS.labels("takeover").inc()
+            return verdict
 
     async def _verdict(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor) -> Verdict:
         cache_key = self._verdict_key(runtime, store, ref, descriptor)
@@ -374,23 +475,155 @@ class Engine:
         if cached is not None:
             return cached
         pinned = ref.with_digest(descriptor.digest)
+        shared = self.shared
 
         async def compute() -> Verdict:
-            metrics.IN_FLIGHT.inc()
-            try:
-                subject = Subject(pinned, descriptor)
-                verdict = await _bounded(
-                    runtime, self._verify_subject(runtime, store, subject), f"verification of {pinned.pinned()}"
+            lease = None
+            if shared is not None:
+                bound = runtime.config.limits.verification_timeout  # what _bounded allows the work below
+                lease = await shared.claim(
+                    ("verdict", self._shared_verdict_key(runtime, store, ref, descriptor)), bound
                 )
+            try:
+                if shared is not None:  # looked for before, but another replica may have finished meanwhile
+                    known = await self._shared_verdict(runtime, store, ref, descriptor, shared)
+                    if known is not None:
+                        return known
+                metrics.IN_FLIGHT.inc()
+                try:
+                    subject = Subject(pinned, descriptor)
+                    verdict = await _bounded(
+                        runtime, self._decide(runtime, store, ref, subject), f"verification of {pinned.pinned()}"
+                    )
+                finally:
+                    metrics.IN_FLIGHT.dec()
+                ttl = self._verdict_ttl(runtime, verdict)
+                (self.verdicts if verdict.complete else self.partial_verdicts).put(cache_key, verdict)
+                if shared is not None:
+                    await shared.put_verdict(self._shared_verdict_key(runtime, store, ref, descriptor), verdict, ttl)
             finally:
-                metrics.IN_FLIGHT.dec()
-            if verdict.complete:
-                self.verdicts.put(cache_key, verdict)
-            else:
-                self.partial_verdicts.put(cache_key, verdict)
+                if lease is not None:
+                    await lease.release()
             return verdict
 
         return await self._flight.run(cache_key, compute)
+
+    async def _decide(self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, subject: Subject) -> Verdict:
+        """The subject's own verdict; for ``name:tag@<platform manifest>`` under ``multiArch.indexCoversPlatforms``,
+        a denial is reconsidered against the index the tag names."""
+        verdict = await self._verify_subject(runtime, store, subject)
+        covers = runtime.config.multi_arch.index_covers_platforms
+        if verdict.allowed or not covers or not (ref.tag and ref.digest):
+            return verdict
+        if subject.descriptor.media_type not in mt.MANIFEST_TYPES:
+            return verdict
+        return await self._index_cover(runtime, store, ref, subject, verdict)
+
+    async def _index_cover(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, subject: Subject, own: Verdict
+    ) -> Verdict:
+        """Allowed when the index the tag names lists this manifest's digest and is allowed itself. The index is
+        resolved and read by digest (verified) and judged like any key: its own evidence, never the tag's word."""
+
+        def denied(note: str) -> Verdict:
+            return dataclasses.replace(own, notes=(*own.notes, note)[:8])
+
+        tag_ref = ImageRef(ref.registry, ref.repository, ref.tag, None)
+        digest = subject.descriptor.digest
+        try:
+            index_descriptor = await self._resolve(runtime, store, tag_ref)
+            if index_descriptor.media_type not in mt.INDEX_TYPES:
+                return denied(f"multiArch: the tag {ref.tag} names no index ({index_descriptor.media_type})")
+            index = await store.fetch_manifest(tag_ref.with_digest(index_descriptor.digest), index_descriptor)
+        except ProviderError as exc:
+            if exc.transient:
+                raise
+            return denied(f"multiArch: the tag {ref.tag} could not be read as an index: {exc.code}")
+        short = index_descriptor.digest[:19]
+        if digest not in {m.digest for m in index.manifests}:
+            return denied(f"multiArch: the index {short}… that {ref.tag} names does not list {digest[:19]}…")
+        index_verdict = await self._verdict(runtime, store, tag_ref, index_descriptor)
+        if not index_verdict.allowed:
+            return denied(f"multiArch: the index {short}… that {ref.tag} names is not allowed either")
+        decision = Decision(
+            True,
+            f"covered by the index {short}… that {ref.tag} names, which lists this manifest: "
+            f"{index_verdict.decision.reason}",
+            {"type": "index", "index": index_descriptor.digest, "indexPolicy": dict(index_verdict.decision.details)},
+            code=POLICY_SATISFIED,
+            verifiers=index_verdict.decision.verifiers,
+        )
+        return dataclasses.replace(
+            own,
+            decision=decision,
+            artifacts=tuple(index_verdict.artifacts),
+            notes=index_verdict.notes,
+            complete=index_verdict.complete,
+        )
+
+    # -- the shared tier ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _verdict_ttl(runtime: Runtime, verdict: Verdict) -> float:
+        """How long a verdict may be reused: ``verdictTtl``, and only ``min(verdictTtl, tagTtl)`` for one decided
+        without examining every referrer (see :meth:`_configure_caches`)."""
+        c = runtime.config.cache
+        if not c.verdict_max_entries:
+            return 0.0
+        return c.verdict_ttl if verdict.complete else min(c.verdict_ttl, c.tag_ttl)
+
+    def _shared_verdict_key(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor
+    ) -> VerdictKey:
+        return (store.name, ref.name, ref.tag or "", descriptor.digest, runtime.config.decision_generation)
+
+    def _shared_resolution_key(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef
+    ) -> tuple[str, ResolutionKey]:
+        generation = runtime.config.decision_generation
+        if ref.digest:
+            return "subject", (store.name, generation, f"{ref.name}@{ref.digest}")
+        return "tag", (store.name, generation, str(ref))
+
+    async def _shared_verdict(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor, shared: SharedTier
+    ) -> Verdict | None:
+        found = await shared.get_verdict(self._shared_verdict_key(runtime, store, ref, descriptor))
+        if found is None:
+            return None
+        verdict, remaining = found
+        local = self.verdicts if verdict.complete else self.partial_verdicts
+        local.put(self._verdict_key(runtime, store, ref, descriptor), verdict, ttl=remaining)
+        return verdict
+
+    async def _shared_resolution(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, shared: SharedTier
+    ) -> Descriptor | None:
+        """Another replica's fresh resolution of ``ref``; a stale one only arms stale-if-error."""
+        kind, key = self._shared_resolution_key(runtime, store, ref)
+        found = await shared.get_resolution(kind, key)
+        if found is None:
+            return None
+        cache, cache_key = self._resolution_key(runtime, store, ref)
+        if not ref.digest and found.stale_for > 0:
+            self.stale_tags.put(cache_key, found.descriptor, ttl=found.stale_for)
+        if found.fresh_for <= 0:
+            return None
+        cache.put(cache_key, found.descriptor, ttl=found.fresh_for)
+        return found.descriptor
+
+    async def _publish_resolution(
+        self, runtime: Runtime, store: ReferrerStore, ref: ImageRef, descriptor: Descriptor, shared: SharedTier
+    ) -> None:
+        c = runtime.config.cache
+        if not c.tag_max_entries:
+            return
+        kind, key = self._shared_resolution_key(runtime, store, ref)
+        if ref.digest:
+            await shared.put_resolution(kind, key, descriptor, max(c.verdict_ttl, c.tag_ttl), 0.0)
+        else:
+            stale = c.tag_ttl + c.tag_stale_if_error if c.tag_stale_if_error and c.tag_ttl else 0.0
+            await shared.put_resolution(kind, key, descriptor, c.tag_ttl, stale)
 
     async def _verify_subject(self, runtime: Runtime, store: ReferrerStore, subject: Subject) -> Verdict:
         started = time.perf_counter()
@@ -403,6 +636,8 @@ class Engine:
             runtime.config.limits,
             self._semaphore,
             now,
+            platform_artifact_types=runtime.config.multi_arch.platform_artifact_types,
+            max_platforms=runtime.config.multi_arch.max_platforms,
         )
         results = await collector.collect()
         decision = runtime.policy.decide(subject, results)

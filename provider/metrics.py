@@ -152,8 +152,36 @@ REGISTRY_FAILURES = Counter(
 
 CACHE_EVENTS = Counter(
     "referee_cache_events_total",
-    "Cache lookups by cache (verdict, tag, subject, content), tier (local: this process) and result (hit, miss).",
+    "Cache lookups by cache (verdict, tag, subject, content), tier (local: this process; shared: cache.shared) and "
+    "result (hit, miss).",
     ["cache", "tier", "result"],
+    registry=REGISTRY,
+)
+SHARED_CACHE_LOCAL_ONLY = Gauge(
+    "referee_shared_cache_local_only",
+    "1 while the shared cache (cache.shared) is configured but failed or was too slow (three operations in a row): "
+    "Referee answers from its own cache only and reconnects by itself; 0 otherwise (also without a shared cache).",
+    registry=REGISTRY,
+)
+SHARED_CACHE_ERRORS = Counter(
+    "referee_shared_cache_errors_total",
+    "Shared cache operations that failed or exceeded cache.shared.operationTimeout, by operation (get, set, lease, "
+    "publish).",
+    ["operation"],
+    registry=REGISTRY,
+)
+SHARED_CACHE_REJECTED = Counter(
+    "referee_shared_cache_rejected_entries_total",
+    "Shared cache entries and leases ignored, by reason: signature (not sealed with this installation's key, or "
+    "copied from another key), expired, malformed, mismatch (for another image), oversize.",
+    ["reason"],
+    registry=REGISTRY,
+)
+SHARED_CACHE_WAITS = Counter(
+    "referee_shared_cache_waits_total",
+    "Cold keys that found another replica resolving their reference or verifying their digest (a lease), by how the "
+    "wait ended: verdict (the verdict arrived), takeover (a lease ended without its entry: this replica did the work).",
+    ["outcome"],
     registry=REGISTRY,
 )
 
@@ -207,6 +235,8 @@ unmet_requirements = Bound(UNMET_REQUIREMENTS)
 cache_events = Bound(CACHE_EVENTS)
 registry_latency = Bound(REGISTRY_LATENCY)
 registry_failures = Bound(REGISTRY_FAILURES)
+shared_cache_errors = Bound(SHARED_CACHE_ERRORS)
+shared_cache_rejected = Bound(SHARED_CACHE_REJECTED)
 
 # Series for every known label value exist from the start (at 0), so rate() and increase() see the first event.
 for _endpoint, _outcomes in (("verify", ("ok", "partial", "rejected")), ("mutate", ("ok", "partial", "rejected"))):

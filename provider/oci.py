@@ -170,11 +170,14 @@ class ReferrerListing:
     """What a store listed for one subject, in listing order and de-duplicated by digest.
 
     ``notes`` say what the store could not see (no referrers API and no fallback index, …); ``truncated`` is set
-    when the listing stopped at a limit, so that absent entries cannot be ruled out."""
+    when the listing stopped at a limit, so that absent entries cannot be ruled out. ``other_types`` counts the
+    referrers listed of types nobody asked for (``(artifact type, count)``), for messages only: when the store
+    knows them; ``None`` when it cannot tell (a store that does not report them)."""
 
     descriptors: tuple[Descriptor, ...]
     notes: tuple[str, ...] = ()
     truncated: bool = False
+    other_types: tuple[tuple[str, int], ...] | None = None
 
 
 def listed_referrers(descriptors: list[Descriptor], artifact_types: frozenset[str] | None) -> list[Descriptor]:
@@ -190,6 +193,21 @@ def listed_referrers(descriptors: list[Descriptor], artifact_types: frozenset[st
         seen.add(d.digest)
         out.append(d)
     return out
+
+
+def unwanted_types(descriptors: list[Descriptor], artifact_types: frozenset[str] | None) -> tuple[tuple[str, int], ...]:
+    """How many referrers of each type outside ``artifact_types`` were listed (first-listed type first)."""
+    if artifact_types is None:
+        return ()
+    counts: dict[str, int] = {}
+    seen: set[str] = set()
+    for d in descriptors:
+        if d.digest in seen or d.artifact_type in mt.INTERNAL_TYPES or d.artifact_type in artifact_types:
+            continue
+        seen.add(d.digest)
+        kind = d.artifact_type or d.media_type
+        counts[kind] = counts.get(kind, 0) + 1
+    return tuple(counts.items())
 
 
 def referrer_descriptor(manifest: Manifest) -> Descriptor:

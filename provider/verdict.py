@@ -25,6 +25,9 @@ class ArtifactResult:
     details: Mapping[str, Any] = field(default_factory=dict)
     nested: tuple[ArtifactResult, ...] = ()
     error: str | None = None
+    subject: str | None = None
+    """The platform manifest the artifact is attached to, when it is not the verdict's subject (an index's
+    platform-level evidence, ``multiArch.platformArtifactTypes``)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -39,7 +42,26 @@ class ArtifactResult:
         }
         if self.error:
             out["error"] = self.error
+        if self.subject:
+            out["subject"] = self.subject
         return out
+
+    @classmethod
+    def from_json(cls, doc: object) -> ArtifactResult:
+        """The inverse of :meth:`to_json`; ``ValueError`` when ``doc`` does not have its shape."""
+        d = _mapping(doc, "artifact")
+        error = d.get("error")
+        return cls(
+            digest=_text(d, "digest"),
+            artifact_type=_text(d, "artifactType"),
+            verifier=_text(d, "verifier"),
+            verifier_type=_text(d, "verifierType"),
+            succeeded=_flag(d, "succeeded"),
+            reason=_text(d, "reason"),
+            details=_mapping(d.get("details"), "details"),
+            nested=tuple(cls.from_json(n) for n in _list(d, "nested")),
+            error=error if isinstance(error, str) and error else None,
+        )
 
 
 # Reason codes of a decision (the decision log and ``referee_decisions_total`` carry them; docs/operations.md).
@@ -108,6 +130,71 @@ class Verdict:
             return data
         return self._encoded
 
+    def to_record(self) -> dict[str, Any]:
+        """:meth:`to_json` plus what it leaves out (the decision's code, verifiers and unmet requirements): what
+        :meth:`from_record` needs to rebuild an equal verdict, e.g. one read back from a shared cache."""
+        decision = self.decision
+        return {
+            "verdict": self.to_json(),
+            "code": decision.code,
+            "verifiers": list(decision.verifiers),
+            "unmet": [list(pair) for pair in decision.unmet],
+        }
+
+    @classmethod
+    def from_record(cls, record: object) -> Verdict:
+        """The inverse of :meth:`to_record`; ``ValueError`` when ``record`` does not have its shape."""
+        r = _mapping(record, "record")
+        unmet: list[tuple[str, str]] = []
+        for pair in _list(r, "unmet"):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise ValueError("unmet: expected [requirement, code] pairs")
+            unmet.append((pair[0], pair[1]))
+        verifiers = _list(r, "verifiers")
+        if not all(isinstance(v, str) for v in verifiers):
+            raise ValueError("verifiers: expected strings")
+        return cls.from_json(r.get("verdict"), code=_text(r, "code"), verifiers=tuple(verifiers), unmet=tuple(unmet))
+
+    @classmethod
+    def from_json(
+        cls,
+        doc: object,
+        *,
+        code: str = "",
+        verifiers: tuple[str, ...] = (),
+        unmet: tuple[tuple[str, str], ...] = (),
+    ) -> Verdict:
+        """The inverse of :meth:`to_json` (which leaves out the decision's ``code``, ``verifiers`` and ``unmet``:
+        pass them, or use :meth:`from_record`); ``ValueError`` when ``doc`` does not have its shape."""
+        d = _mapping(doc, "verdict")
+        if d.get("schemaVersion") != SCHEMA_VERSION:
+            raise ValueError(f"schemaVersion: expected {SCHEMA_VERSION}")
+        allowed = _flag(d, "allowed")
+        if _flag(d, "succeeded") != allowed:
+            raise ValueError("allowed and succeeded differ")
+        notes = _list(d, "notes")
+        if not all(isinstance(n, str) for n in notes):
+            raise ValueError("notes: expected strings")
+        decision = Decision(
+            allowed=allowed,
+            reason=_text(d, "reason"),
+            details=_mapping(d.get("policy"), "policy"),
+            code=code,
+            verifiers=verifiers,
+            unmet=unmet,
+        )
+        return cls(
+            subject=_text(d, "subject"),
+            digest=_text(d, "digest"),
+            media_type=_text(d, "mediaType"),
+            decision=decision,
+            artifacts=tuple(ArtifactResult.from_json(a) for a in _list(d, "artifacts")),
+            verified_at=_text(d, "verifiedAt"),
+            config_generation=_text(d, "configGeneration"),
+            notes=tuple(notes),
+            complete=_flag(d, "complete"),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schemaVersion": SCHEMA_VERSION,
@@ -124,6 +211,33 @@ class Verdict:
             "complete": self.complete,
             "notes": list(self.notes),
         }
+
+
+def _mapping(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{what}: expected an object")
+    return value
+
+
+def _list(d: Mapping[str, Any], key: str) -> list[Any]:
+    value = d.get(key)
+    if not isinstance(value, list):
+        raise ValueError(f"{key}: expected a list")
+    return value
+
+
+def _text(d: Mapping[str, Any], key: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected a string")
+    return value
+
+
+def _flag(d: Mapping[str, Any], key: str) -> bool:
+    value = d.get(key)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}: expected true or false")
+    return value
 
 
 def iter_results(results: Sequence[ArtifactResult]) -> list[ArtifactResult]:

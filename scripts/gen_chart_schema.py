@@ -55,10 +55,10 @@ CHART_OWNED_SERVER = (
 PASSTHROUGH = "passed through; validated by referee config check"
 REQUIRED = getattr(confignode, "_MISSING")  # the default that makes a Node reader report "required"  # noqa: B009
 DURATION: dict[str, Any] = {
-    "description": "a duration: 250ms, 3s, 5m, 1h or a number of seconds",
+    "description": "a duration: 250ms, 3s, 5m, 1h, 7d, a compound such as 1d12h or 1h30m, or a number of seconds",
     "oneOf": [
         {"type": "number", "minimum": 0},
-        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)?|(\d+(\.\d+)?(ms|s|m|h|d)){2,})\s*$"},
     ],
 }
 SIZE: dict[str, Any] = {
@@ -77,6 +77,7 @@ SECTIONS = {
     "server": "the rest of server is set by the chart: " + ", ".join(CHART_OWNED_SERVER),
     "cache": "cache sizes and lifetimes",
     "limits": "resource limits per verification",
+    "multiArch": "opt-ins for multi-platform images (an index's evidence covering its platform manifests)",
 }
 _INDEX = re.compile(r"\[\d+\]")
 
@@ -343,6 +344,8 @@ def config_schema() -> dict[str, Any]:
     props["policy"]["properties"]["type"] = {"type": "string", "enum": policy_types.names()}
     props["policy"]["allOf"] = _type_dispatch(per_type["policy"])
     props["policy"].pop("required", None)
+    # url and hmacKeyFile may come from the chart's sharedCache values; referee config check requires them
+    props["cache"]["properties"]["shared"].pop("required", None)
     return schema
 
 

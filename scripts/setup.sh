@@ -8,8 +8,10 @@ cd "$ROOT"
 
 # podman (with runc: the suite runs it with --runtime runc), slirp4netns (container networking that keeps host
 # traffic on loopback) and mmdebstrap (a Debian base image when the official Python image cannot be pulled) build
-# and run the container image in tests/integration/test_image.py.
-APT_PACKAGES=(docker-registry apache2-utils prometheus gpg gpg-agent skopeo podman runc slirp4netns mmdebstrap)
+# and run the container image in tests/integration/test_image.py. openssl runs the GitOps certificate commands of
+# docs/deploy.md (tests/integration/test_helm_operator.py); tinyproxy is the forward proxy of the outbound-proxy tests; redis-server: the shared cache tests start
+# their own (the package's service is not used).
+APT_PACKAGES=(docker-registry apache2-utils prometheus gpg gpg-agent skopeo podman runc slirp4netns mmdebstrap openssl tinyproxy-bin redis-server)
 
 need_apt=()
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
@@ -18,7 +20,9 @@ command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 command -v gpg >/dev/null 2>&1 || need_apt+=(gpg)
 command -v gpg-agent >/dev/null 2>&1 || need_apt+=(gpg-agent)
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
-for tool in podman runc slirp4netns mmdebstrap; do
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy-bin)
+for tool in podman runc slirp4netns mmdebstrap redis-server; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

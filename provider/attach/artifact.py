@@ -59,8 +59,8 @@ class Artifact:
 def check_media_type(value: str, what: str) -> str:
     if not _MEDIA_TYPE_RE.fullmatch(value):
         raise ConfigError([f"{what}: {value!r} is not a media type (type/subtype)"])
-    if value in mt.COSIGN_LEGACY_TYPES:
-        raise ConfigError([f"{what}: {value} is Referee's internal type for cosign legacy tags; it is never pushed"])
+    if value in mt.INTERNAL_TYPES:
+        raise ConfigError([f"{what}: {value} is an internal type of Referee's own stores; it is never pushed"])
     return value
 
 

@@ -160,7 +160,7 @@ def index_referrer(root: Path, ref: ImageRef, referrer_digest: str, *, max_manif
         found = manifest.subject.digest if manifest.subject else "no subject"
         raise SubjectMismatchError(f"{what} is not a referrer of {ref.name}@{subject.digest} ({found})")
     entry = referrers_entry(manifest)
-    if entry.get("artifactType") in mt.COSIGN_LEGACY_TYPES:
+    if entry.get("artifactType") in mt.INTERNAL_TYPES:
         raise ReferrersIndexInvalidError(f"{entry['artifactType']} is Referee's internal type; it is never written")
     writer.list_manifest(_index_entry(entry))
     return AttachResult(

@@ -8,7 +8,8 @@ settings under it, the same ones ``referee verify`` uses:
   listed hosts (redirects elsewhere are not followed);
 * TLS is verified (per-host CA bundles from ``registries.hosts``, else the system store); plain HTTP only for hosts
   listed with ``plainHttp: true``; ``REQUESTS_CA_BUNDLE``, proxies and ``~/.docker/config.json`` are not read;
-* credentials come from ``registries.hosts`` or ``registries.dockerConfig``, never from oras-py's own lookup; a
+* credentials are chosen as ``referee verify`` chooses them (the most specific match among ``registries.hosts``,
+  pull secrets, ``registries.dockerConfig`` entries and credential providers), never by oras-py's own lookup; a
   bearer token is always asked for ``pull,push`` on the repository (oras-py's token backend reuses whatever token
   it got first, typically pull-only, and then fails every push);
 * every request has a timeout, retries follow ``registries.maxAttempts`` with short backoff and ``Retry-After``
@@ -21,6 +22,8 @@ Synchronous (requests): used by the CLI only, never on the server's request path
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import email.utils
 import json
@@ -60,7 +63,8 @@ from provider.oci import Descriptor
 from provider.reference import ImageRef, compute_digest, parse_digest, verify_digest
 from provider.registry.auth import Challenge, basic_header, parse_challenge
 from provider.registry.client import KNOWN_TOKEN_REALMS
-from provider.registry.urls import UnsafeURLError, authority
+from provider.registry.credentials import CredentialStore
+from provider.registry.urls import UnsafeURLError, authority, safe_authority
 
 log = structlog.get_logger("referee.attach")
 
@@ -219,6 +223,18 @@ class Fetched:
     etag: str | None
 
 
+def _credentials_for(config: RegistriesConfig, ref: ImageRef) -> Credentials | None:
+    """The credentials ``referee verify`` would use for ``ref`` (most specific match of hosts, pull secrets, Docker
+    config entries and credential providers: :class:`CredentialStore`), looked up from this synchronous code."""
+    lookup = CredentialStore(config).lookup(ref)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(lookup)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, lookup).result()
+
+
 class RegistrySession(oras.provider.Registry):  # type: ignore[misc]
     """One repository on one registry, for pushing. Close it (or use it as a context manager)."""
 
@@ -242,7 +258,7 @@ class RegistrySession(oras.provider.Registry):  # type: ignore[misc]
         self.auth.session = self.session
         self.auth.prefix = self.prefix
         self.auth._tls_verify = verify
-        self.credentials: Credentials | None = self.settings.credentials or config.docker_credentials.get(ref.registry)
+        self.credentials: Credentials | None = _credentials_for(config, ref)
         self._helper_only = self.credentials is None and (
             ref.registry in config.credential_helpers or "*" in config.credential_helpers
         )
@@ -283,10 +299,12 @@ class RegistrySession(oras.provider.Registry):  # type: ignore[misc]
         return self.config.is_allowed(netloc, "") or netloc in {h.host for h in self.config.hosts}
 
     def _may_follow(self, source: str, target: str) -> bool:
+        host = safe_authority(target)
+        if host is None:
+            return False
         if _origin(target) == _origin(source):
             return True
-        parts = urlsplit(target)
-        return parts.scheme == "https" and self._listed(parts.netloc)
+        return urlsplit(target).scheme == "https" and self._listed(host)
 
     def authorization(self, challenge: Challenge) -> str:
         """The ``Authorization`` value answering ``challenge`` (basic, or a ``pull,push`` bearer token)."""

@@ -125,7 +125,7 @@ def merge_entry(
 ) -> Merge:
     """The index with ``entry`` added (or corrected in place when its digest is listed with other fields), without
     entries whose manifests the registry said it no longer holds (``gone``)."""
-    if entry.get("artifactType") in mt.COSIGN_LEGACY_TYPES:
+    if entry.get("artifactType") in mt.INTERNAL_TYPES:
         raise ReferrersIndexInvalidError(f"{entry.get('artifactType')} is Referee's internal type; it is never written")
     doc: dict[str, Any] = (
         {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []} if existing is None else _parse(existing, what)
@@ -140,7 +140,7 @@ def merge_entry(
             pruned.append(str(item["digest"]))
             changed = True
             continue
-        if item.get("artifactType") in mt.COSIGN_LEGACY_TYPES:
+        if item.get("artifactType") in mt.INTERNAL_TYPES:
             dropped.append(str(item.get("digest")))
             changed = True
             continue

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from provider import specs
 from provider.confignode import Node
 from provider.plugins import PluginRegistry
+from provider.specs import PolicySpec as PolicySpec
 from provider.verdict import ArtifactResult, Decision
 from provider.verifiers.base import Subject
 
@@ -49,16 +50,10 @@ def signed_under(policy: PolicyEnforcer, subject: Subject, result: ArtifactResul
     return Signature.MISSING
 
 
-@dataclass(frozen=True, slots=True)
-class PolicySpec:
-    type: str
-    params: Any
-
-
 class PolicyPlugin(Protocol):
     def parse_params(self, node: Node, verifier_names: frozenset[str]) -> Any: ...
 
     def create(self, spec: PolicySpec) -> PolicyEnforcer: ...
 
 
-policy_types: PluginRegistry[PolicyPlugin] = PluginRegistry("policy")
+policy_types: PluginRegistry[PolicyPlugin] = specs.policy_types

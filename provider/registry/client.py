@@ -49,6 +49,7 @@ from provider.oci import (
     listed_referrers,
     parse_index_descriptors,
     parse_manifest,
+    unwanted_types,
 )
 from provider.reference import ImageRef, compute_digest, parse_digest, referrers_tag, verify_digest
 from provider.registry.auth import (
@@ -340,6 +341,7 @@ class RegistryClient:
         url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
         timeout = self._attempt_timeout()
         session = self._get_session()
+        proxy_url, proxy_headers = self.config.proxy.arguments(url, headers)
         try:
             async with session.request(
                 method,
@@ -349,6 +351,8 @@ class RegistryClient:
                 ssl=ssl_ctx,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
+                proxy=proxy_url,
+                proxy_headers=proxy_headers,
             ) as resp:
                 self.request_count += 1
                 metrics.REGISTRY_REQUESTS.labels(realm_host, method, str(resp.status)).inc()
@@ -510,6 +514,7 @@ class RegistryClient:
                 if auth:
                     headers["Authorization"] = auth
             timeout = aiohttp.ClientTimeout(total=self._attempt_timeout())
+            proxy_url, proxy_headers = self.config.proxy.arguments(url, headers)
             async with session.request(
                 method,
                 url,
@@ -517,6 +522,8 @@ class RegistryClient:
                 ssl=host.ssl if same_origin else True,
                 allow_redirects=False,
                 timeout=timeout,
+                proxy=proxy_url,
+                proxy_headers=proxy_headers,
             ) as resp:
                 self.request_count += 1
                 metrics.REGISTRY_REQUESTS.labels(host.registry, method, str(resp.status)).inc()
@@ -666,7 +673,7 @@ class RegistryClient:
                     desc = await self._cosign_tag(ref, subject_digest, suffix, legacy_type)
                     if desc is not None:
                         legacy.append(desc)
-        return ReferrerListing((*listing.descriptors, *legacy), listing.notes, listing.truncated)
+        return ReferrerListing((*listing.descriptors, *legacy), listing.notes, listing.truncated, listing.other_types)
 
     async def _list_oci_referrers(
         self, ref: ImageRef, subject_digest: str, artifact_types: frozenset[str] | None
@@ -726,6 +733,7 @@ class RegistryClient:
             path += "?" + urlencode({"artifactType": next(iter(artifact_types))})
         url = f"{host.base_url}{path}"
         found: list[Descriptor] = []
+        others: list[Descriptor] = []
         bound = self._listing_bound(artifact_types)
         for page in range(self.limits.max_referrer_pages):
             what = f"referrers of {ref.name}@{subject_digest} (page {page + 1})"
@@ -745,14 +753,22 @@ class RegistryClient:
             self._raise_for_status(ref, resp, what)
             # Filtering here is a no-op when the registry applied the filter (OCI-Filters-Applied) and
             # required when it did not, or when several types were asked for and no filter was sent.
-            found = listed_referrers([*found, *parse_index_descriptors(resp.body, what)], artifact_types)
+            page_descriptors = parse_index_descriptors(resp.body, what)
+            found = listed_referrers([*found, *page_descriptors], artifact_types)
+            if len(others) <= bound:
+                others.extend(
+                    d for d in page_descriptors if artifact_types is None or d.artifact_type not in artifact_types
+                )
             if len(found) > bound:
                 log.warning("referrers_listing_truncated", subject=f"{ref.name}@{subject_digest}", bound=bound)
                 note = f"the referrers listing of {ref.name}@{subject_digest} stopped at {bound} entries"
                 return ReferrerListing(tuple(found[:bound]), (note,), truncated=True)
             next_url = _next_link(resp.headers.get("Link"), resp.url)
             if next_url is None:
-                return ReferrerListing(tuple(found))
+                filtered = "artifacttype" in resp.headers.get("OCI-Filters-Applied", "").lower()
+                if filtered and not found and page == 0:
+                    return ReferrerListing((), other_types=await self._other_referrer_types(ref, host, subject_digest))
+                return ReferrerListing(tuple(found), other_types=unwanted_types(others, artifact_types))
             if _origin(next_url) != _origin(host.base_url):
                 raise RegistryError(f"{what}: Link to another origin {_origin(next_url)} refused")
             url = next_url
@@ -760,6 +776,24 @@ class RegistryClient:
         log.warning("referrers_listing_truncated", subject=f"{ref.name}@{subject_digest}", pages=pages)
         note = f"the referrers listing of {ref.name}@{subject_digest} stopped after {pages} pages (maxReferrerPages)"
         return ReferrerListing(tuple(found), (note,), truncated=True)
+
+    async def _other_referrer_types(
+        self, ref: ImageRef, host: _Host, subject_digest: str
+    ) -> tuple[tuple[str, int], ...] | None:
+        """After a type-filtered listing came back empty: what *is* attached (first page, unfiltered), only to say
+        so in the verdict. ``None`` when that cannot be learnt."""
+        path = f"/v2/{ref.repository}/referrers/{subject_digest}"
+        what = f"referrers of {ref.name}@{subject_digest} (unfiltered, for the denial's reason)"
+        try:
+            resp = await self.request(
+                ref, "GET", path, accept=mt.ACCEPT_INDEX, max_bytes=self.limits.max_manifest_bytes, what=what
+            )
+            if resp.status != 200:
+                return None
+            return unwanted_types(parse_index_descriptors(resp.body, what), frozenset())
+        except ProviderError as exc:
+            log.debug("referrers_unfiltered_listing_failed", subject=f"{ref.name}@{subject_digest}", error=exc.code)
+            return None
 
     async def _get_tag(self, ref: ImageRef, tag: str, accept: str, what: str) -> tuple[Response, str] | None:
         """GET a manifest by tag; ``None`` on 404. The body is checked against Docker-Content-Digest when the
@@ -800,7 +834,7 @@ class RegistryClient:
         if len(listed) > bound:
             note = f"the fallback index {ref.name}:{tag} lists more than {bound} referrers; the rest were not read"
             return ReferrerListing(tuple(listed[:bound]), (note,), truncated=True)
-        return ReferrerListing(tuple(listed))
+        return ReferrerListing(tuple(listed), other_types=unwanted_types(descriptors, artifact_types))
 
     async def _cosign_tag(
         self, ref: ImageRef, subject_digest: str, suffix: str, artifact_type: str

@@ -79,21 +79,24 @@ def parse_response(data: bytes, api_version: str) -> ProviderResponse:
     if doc.get("cacheDuration") is not None:
         if not isinstance(doc["cacheDuration"], str):
             raise ValueError("cacheDuration is not a duration string")
-        duration = parse_go_duration(doc["cacheDuration"])
+        try:
+            duration = parse_go_duration(doc["cacheDuration"])
+        except ValueError:
+            raise ValueError("cacheDuration is not a valid duration") from None
     auth = doc.get("auth") or {}
     if not isinstance(auth, dict):
         raise ValueError("auth is not an object")
     entries: list[tuple[ImagePattern, Credentials]] = []
-    for key, value in auth.items():
+    for index, (key, value) in enumerate(auth.items()):
         try:
             pattern = parse_pattern(key)
-        except ValueError as exc:
-            raise ValueError(f"auth key {key!r} is not an image pattern: {exc}") from None
+        except ValueError:
+            raise ValueError(f"auth key #{index + 1} is not an image pattern") from None
         if not isinstance(value, dict):
-            raise ValueError(f"auth[{key!r}] is not an object")
+            raise ValueError(f"auth entry #{index + 1} is not an object")
         username, password = value.get("username", ""), value.get("password", "")
         if not isinstance(username, str) or not isinstance(password, str):
-            raise ValueError(f"auth[{key!r}]: username and password must be strings")
+            raise ValueError(f"auth entry #{index + 1}: username and password must be strings")
         entries.append(
             (pattern, Credentials(username=username or None, password=Secret(password) if password else None))
         )

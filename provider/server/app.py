@@ -453,6 +453,9 @@ async def handle_readyz(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"ready": state.ready, "configGeneration": state.config.generation}
     if state.last_reload_error:
         body["lastReloadError"] = state.last_reload_error
+    shared = state.engine.shared_status()
+    if shared is not None:  # a shared cache that is down does not make the pod unready: it answers local-only
+        body["sharedCache"] = shared
     return web.json_response(body, status=200 if state.ready else 503)
 
 
@@ -585,6 +588,7 @@ class RefereeServer:
             health_port=self.health_port,
             generation=self.state.config.generation,
             client_auth=server.tls.client_auth,
+            outbound_proxy=self.state.config.registries.proxy.describe(),
         )
 
     async def stop(self) -> None:

@@ -3,7 +3,9 @@
 aiohttp closes an *idle* connection after ``keepalive_timeout`` (120 s here, longer than Gatekeeper's 90 s idle
 pool), and Referee bounds the body by the request deadline, but bytes of an unfinished request line or headers
 arriving one at a time keep a connection open. :class:`GuardedAppRunner` closes a connection whose unfinished
-request has not become a complete request within ``header_timeout`` of its first byte.
+request has not become a complete request within ``header_timeout`` of its first byte. Bytes that arrive while a
+request is queued or being answered are its body (bounded by the request's deadline) and arm nothing: a kept-alive
+connection is never closed under a request, nor because a body came in its own packet.
 
 The handler also notes when each request's first byte arrived (``request_arrival``): Gatekeeper's timeout runs from
 then, not from when a busy event loop gets round to the request's handler.
@@ -33,6 +35,10 @@ class _GuardedHandler(RequestHandler):
         self._partial_timer: asyncio.TimerHandle | None = None
         self.request_arrival: float | None = None
 
+    def _serving(self) -> bool:
+        """A request is queued or being answered: bytes now are its body, bounded by the request's own deadline."""
+        return bool(self._messages) or self._request_in_progress
+
     def data_received(self, data: bytes) -> None:
         before = self._request_count
         arrived = self._loop.time()
@@ -40,21 +46,25 @@ class _GuardedHandler(RequestHandler):
         if self._request_count != before:
             self.request_arrival = arrived if self._partial_since is None else self._partial_since
             self._partial_since = None
-        elif self._partial_since is None and data:
-            self._partial_since = self._loop.time()
+            self._cancel_partial()
+        elif data and self._partial_timer is None and not self._serving():
+            self._partial_since = arrived
             self._partial_timer = self._loop.call_later(self._header_timeout, self._check_partial, before)
+
+    def _cancel_partial(self) -> None:
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+            self._partial_timer = None
 
     def _check_partial(self, count: int) -> None:
         self._partial_timer = None
-        if self._partial_since is not None and self._request_count == count and self.transport is not None:
+        if self._request_count == count and not self._serving() and self.transport is not None:
             peer = self.transport.get_extra_info("peername")
             log.warning("request_headers_timeout", peer=str(peer), seconds=self._header_timeout)
             self.force_close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._partial_timer is not None:
-            self._partial_timer.cancel()
-            self._partial_timer = None
+        self._cancel_partial()
         super().connection_lost(exc)
 
 

@@ -47,14 +47,21 @@ class AttachedEvidenceStore:
             others = None if artifact_types is None else artifact_types - mt.ATTESTED_EVIDENCE_TYPES
             if others is None or others:
                 listing = await self._registry.list_referrers(ref, subject, others)
-        attached: list[Descriptor] = []
+        attached = ReferrerListing(())
         if artifact_types is None or self.artifact_type in artifact_types:
             self._client.check_allowed(ref)
             attached = await self._attached(ref, subject)
         registry = [d for d in listing.descriptors if d.artifact_type not in mt.ATTESTED_EVIDENCE_TYPES]
-        return ReferrerListing((*registry, *attached), listing.notes, listing.truncated)
+        return ReferrerListing(
+            (*registry, *attached.descriptors),
+            (*listing.notes, *attached.notes),
+            listing.truncated or attached.truncated,
+            listing.other_types,
+        )
 
-    async def _attached(self, ref: ImageRef, subject: Descriptor) -> list[Descriptor]:
+    async def _attached(self, ref: ImageRef, subject: Descriptor) -> ReferrerListing:
+        """The store's own findings; ``truncated`` when a limit stopped the search (the verdict then says so and is
+        kept only briefly, instead of a flood silently hiding a valid attestation)."""
         raise NotImplementedError
 
     async def fetch_manifest(self, ref: ImageRef, descriptor: Descriptor) -> Manifest:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from provider import specs
 from provider.confignode import Node
 from provider.oci import Descriptor, Manifest, ReferrerListing
 from provider.plugins import PluginRegistry
 from provider.reference import ImageRef
+from provider.specs import StoreSpec as StoreSpec
 
 if TYPE_CHECKING:
     from provider.cache import ContentCache
@@ -44,14 +46,6 @@ class ReferrerStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class StoreSpec:
-    name: str
-    type: str
-    scopes: tuple[str, ...]
-    params: Any
-
-
-@dataclass(frozen=True, slots=True)
 class StoreResources:
     """Shared objects a store factory may use: the registry client, content cache and limits."""
 
@@ -66,4 +60,4 @@ class StorePlugin(Protocol):
     def create(self, spec: StoreSpec, resources: StoreResources) -> ReferrerStore: ...
 
 
-store_types: PluginRegistry[StorePlugin] = PluginRegistry("store")
+store_types: PluginRegistry[StorePlugin] = specs.store_types

@@ -31,7 +31,7 @@ from provider.attestations import NOTE_NAME, grafeas_document, synthetic_artifac
 from provider.config import RegistriesConfig
 from provider.confignode import Node
 from provider.errors import AuthDeniedError, StoreError
-from provider.oci import Descriptor
+from provider.oci import Descriptor, ReferrerListing
 from provider.reference import ImageRef
 from provider.registry.client import RegistryClient
 from provider.stores.attached import AttachedEvidenceStore, parse_registry_referrers
@@ -115,18 +115,28 @@ class GrafeasStore(AttachedEvidenceStore):
         self._http = StoreHttp(name, params.http, registries)
         self._token = _Token(params.token_file) if params.token_file else None
 
-    async def _attached(self, ref: ImageRef, subject: Descriptor) -> list[Descriptor]:
+    async def _attached(self, ref: ImageRef, subject: Descriptor) -> ReferrerListing:
         resource = f"https://{ref.name}@{subject.digest}"
         found: list[Descriptor] = []
+        truncated = False
         for project in self._params.projects:
-            for occurrence in await self._occurrences(project, resource):
+            occurrences, more = await self._occurrences(project, resource)
+            truncated = truncated or more
+            for occurrence in occurrences:
                 if len(found) >= self._params.max_occurrences:
-                    log.warning("grafeas_occurrences_capped", store=self.name, resource=resource)
-                    return found
+                    truncated = True
+                    break
                 descriptor = self._artifact(occurrence, resource, subject)
                 if descriptor is not None:
                     found.append(descriptor)
-        return found
+        if not truncated:
+            return ReferrerListing(tuple(found))
+        log.warning("grafeas_occurrences_capped", store=self.name, resource=resource)
+        note = (
+            f"{self.name}: more attestation occurrences than maxOccurrences ({self._params.max_occurrences}) "
+            f"or maxPages ({self._params.max_pages}); the rest were not read"
+        )
+        return ReferrerListing(tuple(found), (note,), truncated=True)
 
     def _artifact(self, occurrence: Any, resource: str, subject: Descriptor) -> Descriptor | None:
         if not isinstance(occurrence, dict):
@@ -155,7 +165,8 @@ class GrafeasStore(AttachedEvidenceStore):
             annotations[mt.ANNOTATION_CREATED] = created
         return synthetic_artifact(subject, self.artifact_type, grafeas_document(occurrence, resource), annotations)
 
-    async def _occurrences(self, project: str, resource: str) -> list[Any]:
+    async def _occurrences(self, project: str, resource: str) -> tuple[list[Any], bool]:
+        """The occurrences of ``resource`` in ``project``, and whether a limit stopped the listing."""
         params = self._params
         base = f"{params.url.rstrip('/')}/{params.api_version}/projects/{quote(project, safe='')}/occurrences"
         query = {"filter": f'resourceUrl="{resource}" AND kind="ATTESTATION"', "pageSize": str(params.page_size)}
@@ -186,14 +197,16 @@ class GrafeasStore(AttachedEvidenceStore):
                 raise StoreError(f"{self.name}: {what}: occurrences is not a list")
             out.extend(occurrences)
             token = doc.get("nextPageToken")
-            if not token or len(out) >= params.max_occurrences:
-                return out
+            if not token:
+                return out, False
+            if len(out) >= params.max_occurrences:
+                return out, True
             if not isinstance(token, str) or token in seen_tokens:
                 raise StoreError(f"{self.name}: {what}: invalid or repeated nextPageToken")
             seen_tokens.add(token)
             query["pageToken"] = token
         log.warning("grafeas_pages_truncated", store=self.name, resource=resource, pages=params.max_pages)
-        return out
+        return out, True
 
     async def close(self) -> None:
         await self._http.close()

@@ -24,6 +24,7 @@ from provider.config import RegistriesConfig
 from provider.confignode import Node
 from provider.errors import ArtifactTooLargeError, DeadlineExceededError, StoreError, StoreUnavailableError
 from provider.limits import read_limited
+from provider.registry.urls import safe_authority
 
 log = structlog.get_logger("referee.stores")
 
@@ -159,12 +160,15 @@ class StoreHttp:
             same = _origin(url) == origin
             sent = dict(headers) if same else {k: v for k, v in headers.items() if k.lower() != "authorization"}
             sent["Accept-Encoding"] = "identity"
+            proxy_url, proxy_headers = self._registries.proxy.arguments(url, sent)
             async with session.get(
                 URL(url, encoded=True),
                 headers=sent,
                 ssl=self._ssl if same else True,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self._timeout()),
+                proxy=proxy_url,
+                proxy_headers=proxy_headers,
             ) as resp:
                 metrics.REGISTRY_REQUESTS.labels(urlsplit(url).netloc, "GET", str(resp.status)).inc()
                 if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
@@ -179,14 +183,14 @@ class StoreHttp:
 
     def _redirect(self, url: str, location: str, origin: tuple[str, str], what: str) -> str:
         target = urljoin(url, location)
+        host = safe_authority(target)
+        if host is None:
+            raise StoreError(f"{self._store}: refusing redirect of {what} to {target[:200]!r}")
         if _origin(target) == origin:
             return target
-        parts = urlsplit(target)
-        if parts.scheme != "https":
+        if urlsplit(target).scheme != "https":
             raise StoreError(f"{self._store}: refusing redirect of {what} to non-HTTPS {target}")
-        if not self._registries.is_allowed(parts.netloc, ""):
-            raise StoreError(
-                f"{self._store}: refusing redirect of {what} to {parts.netloc}, which is not in registries.allow"
-            )
-        log.debug("store_redirect", store=self._store, target=parts.netloc)
+        if not self._registries.is_allowed(host, ""):
+            raise StoreError(f"{self._store}: refusing redirect of {what} to {host}, which is not in registries.allow")
+        log.debug("store_redirect", store=self._store, target=host)
         return target

@@ -20,7 +20,7 @@ from provider.attestations import lookaside_document, synthetic_artifact
 from provider.config import RegistriesConfig
 from provider.confignode import Node
 from provider.errors import ArtifactTooLargeError, AuthDeniedError, StoreError
-from provider.oci import Descriptor
+from provider.oci import Descriptor, ReferrerListing
 from provider.reference import ImageRef
 from provider.registry.client import RegistryClient
 from provider.stores.attached import AttachedEvidenceStore, parse_registry_referrers
@@ -59,18 +59,22 @@ class LookasideStore(AttachedEvidenceStore):
         self._params = params
         self._http = StoreHttp(name, params.http, registries) if params.url else None
 
-    async def _attached(self, ref: ImageRef, subject: Descriptor) -> list[Descriptor]:
+    async def _attached(self, ref: ImageRef, subject: Descriptor) -> ReferrerListing:
         found: list[Descriptor] = []
-        for index in range(1, self._params.max_signatures + 1):
+        for index in range(1, self._params.max_signatures + 2):
             relative = signature_path(ref.repository, subject.digest, index)
             read = await (self._fetch(relative) if self._http is not None else self._read(relative))
             if read is None:
-                break
+                return ReferrerListing(tuple(found))
+            if index > self._params.max_signatures:
+                limit = self._params.max_signatures
+                note = f"{self.name}: more than maxSignatures ({limit}) signatures; the rest were not read"
+                return ReferrerListing(tuple(found), (note,), truncated=True)
             location, blob = read
             annotations = {mt.ANNOTATION_LOOKASIDE_LOCATION: location}
             document = lookaside_document(location, index, blob)
             found.append(synthetic_artifact(subject, self.artifact_type, document, annotations))
-        return found
+        return ReferrerListing(tuple(found))
 
     async def _fetch(self, relative: str) -> tuple[str, bytes] | None:
         assert self._http is not None

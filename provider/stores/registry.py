@@ -35,7 +35,7 @@ class RegistryStore:
         return await self._client.get_manifest(
             ref,
             descriptor.digest,
-            mt.ACCEPT_REFERRER + ", " + mt.DOCKER_MANIFEST,
+            mt.ACCEPT_REFERRER + ", " + mt.DOCKER_MANIFEST + ", " + mt.DOCKER_MANIFEST_LIST,
             descriptor.digest,
             f"manifest {ref.name}@{descriptor.digest}",
         )

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from provider import specs
 from provider.confignode import Node
 from provider.oci import Descriptor, Manifest
 from provider.plugins import PluginRegistry
 from provider.reference import ImageRef
+from provider.specs import VerifierSpec as VerifierSpec
 from provider.verdict import ArtifactResult
 
 if TYPE_CHECKING:
@@ -96,17 +98,6 @@ class Reconciler(Protocol):
     ) -> list[ArtifactResult]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class VerifierSpec:
-    """A configured verifier instance (``verifiers[i]`` in YAML)."""
-
-    name: str
-    type: str
-    artifact_types: frozenset[str]
-    scopes: tuple[str, ...]
-    params: Any
-
-
 class VerifierPlugin(Protocol):
     """Factory for one verifier ``type``: parses its parameters and builds instances."""
 
@@ -117,4 +108,4 @@ class VerifierPlugin(Protocol):
     def create(self, spec: VerifierSpec) -> Verifier: ...
 
 
-verifier_types: PluginRegistry[VerifierPlugin] = PluginRegistry("verifier")
+verifier_types: PluginRegistry[VerifierPlugin] = specs.verifier_types

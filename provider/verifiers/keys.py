@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from provider.confignode import Node
+from provider.verifiers import kms
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
@@ -62,14 +63,14 @@ def fingerprint(key: PublicKey) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
-def load_public_key(pem: bytes) -> PublicKey:
-    """Parse a PEM SubjectPublicKeyInfo; raise ValueError with a user-facing reason."""
-    if b"-----BEGIN" not in pem:
+def load_public_key(pem: bytes, *, der: bool = False) -> PublicKey:
+    """Parse a PEM SubjectPublicKeyInfo (DER with ``der``); raise ValueError with a user-facing reason."""
+    if not der and b"-----BEGIN" not in pem:
         raise ValueError("not a PEM public key")
     try:
-        key = serialization.load_pem_public_key(pem)
+        key = serialization.load_der_public_key(pem) if der else serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm):
-        raise ValueError("not a PEM public key") from None
+        raise ValueError("not a PEM public key" if not der else "the KMS returned no usable public key") from None
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
             raise ValueError(f"RSA key of {key.key_size} bits is too small (minimum {MIN_RSA_BITS})")
@@ -84,8 +85,9 @@ def load_public_key(pem: bytes) -> PublicKey:
 
 
 def parse_keys(node: Node, name: str = "keys") -> tuple[TrustedKey, ...]:
-    """``keys``: a list whose items are PEM text or a path to a PEM file, or mappings ``{key: <PEM or path>,
-    scopes: [patterns]}`` limiting the repositories the key may sign for."""
+    """``keys``: a list whose items are PEM text, a path to a PEM file or a KMS key reference (``awskms://…``,
+    :mod:`provider.verifiers.kms`, fetched once here), or mappings ``{key: <any of those>, scopes: [patterns]}``
+    limiting the repositories the key may sign for."""
 
     def parse(item: object, path: str) -> TrustedKey | None:
         if isinstance(item, dict):
@@ -100,6 +102,15 @@ def parse_keys(node: Node, name: str = "keys") -> tuple[TrustedKey, ...]:
         if not isinstance(item, str) or not item.strip():
             node.problems.add(path, "expected PEM text or a file path")
             return None
+        if kms.is_kms_reference(item):
+            try:
+                der, source = kms.fetch_public_key(item)
+                key = load_public_key(der, der=True)
+            except ValueError as exc:
+                node.problems.add(path, f"{item}: {exc}")
+                return None
+            node.problems.fingerprint.update(b"kms\0" + item.encode() + b"\0" + der)
+            return TrustedKey(key=key, fingerprint=fingerprint(key), source=source)
         if "-----BEGIN" in item:
             data: bytes | None = item.encode()
             source = "inline"

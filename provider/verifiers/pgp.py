@@ -8,8 +8,9 @@ Cryptography, packet parsing and certificate validity (binding signatures, subke
 rejection, a key alive when it signed) are Sequoia's, through ``pysequoia``, with the certificates in memory: no
 keyring on disk. Referee adds what containers/image's GPGME verifier also demands: a key or signing subkey that is
 expired or revoked *at verification time* fails, as does an expired signature (``request.now``). Before Sequoia
-sees a message, its compressed packet is inflated here with a bound, so a small signature cannot expand without
-limit (Sequoia has no such bound).
+sees a message, its packet structure is checked here (at most 64 packets, the message grammar of RFC 4880 §11.3, at
+most one compressed packet, at the top level) and compression is inflated here with a bound and removed, so nothing
+Sequoia parses can expand (it bounds no decompression): a small signature cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -260,22 +261,83 @@ def _inflate(body: bytes, limit: int) -> bytes:
     return out
 
 
-def _frame(blob: bytes) -> tuple[str, bytes]:
-    """``("cleartext" | "attached" | "detached", bytes for Sequoia)``; compressed content is bounded here."""
+MAX_PACKETS = 64
+
+
+def _packets(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """Every top-level packet of ``data`` as ``(tag, body, raw bytes)``, at most ``MAX_PACKETS``."""
+    out: list[tuple[int, bytes, bytes]] = []
+    offset = 0
+    while offset < len(data):
+        if len(out) >= MAX_PACKETS:
+            raise _Unreadable(f"more than {MAX_PACKETS} OpenPGP packets")
+        tag, body, end = _packet(data, offset)
+        out.append((tag, body, data[offset:end]))
+        offset = end
+    return out
+
+
+def _only_signatures(data: bytes, what: str) -> bytes:
+    packets = _packets(data)
+    if not packets or any(tag != _TAG_SIGNATURE for tag, _, _ in packets):
+        raise _Unreadable(f"{what} may hold only signature packets")
+    return data
+
+
+def _signed_message(data: bytes) -> bytes:
+    """An attached signed message without compression: ``[one-pass…] literal [signature…]`` or ``signature…
+    literal`` (RFC 4880 §11.3), with at most one Compressed Data packet, at the top level, inflated here within
+    ``MAX_SIGNED_BYTES`` — so nothing Sequoia later parses can expand (it bounds no decompression). A signature covers
+    the literal data, not the compression around it, so the message verifies the same."""
+    packets = _packets(data)
+    compressed = [i for i, (tag, _, _) in enumerate(packets) if tag == _TAG_COMPRESSED]
+    if len(compressed) > 1:
+        raise _Unreadable("more than one compressed packet")
+    if compressed:
+        i = compressed[0]
+        inner = _packets(_inflate(packets[i][1], MAX_SIGNED_BYTES))
+        if any(tag == _TAG_COMPRESSED for tag, _, _ in inner):
+            raise _Unreadable("nested compression is not accepted")
+        packets = [*packets[:i], *inner, *packets[i + 1 :]]
+    tags = [tag for tag, _, _ in packets]
+    if tags.count(_TAG_LITERAL) != 1:
+        raise _Unreadable("a signed message holds exactly one literal data packet")
+    if any(tag not in (_TAG_ONE_PASS, _TAG_LITERAL, _TAG_SIGNATURE) for tag in tags):
+        raise _Unreadable("unexpected OpenPGP packet in a signed message")
+    literal = tags.index(_TAG_LITERAL)
+    before, after = tags[:literal], tags[literal + 1 :]
+    if not after and not before:
+        raise _Unreadable("a signed message without a signature")
+    if after and not all(tag == _TAG_SIGNATURE for tag in after):
+        raise _Unreadable("only signatures may follow the literal data")
+    if before and not (
+        all(tag == _TAG_ONE_PASS for tag in before) or (not after and all(tag == _TAG_SIGNATURE for tag in before))
+    ):
+        raise _Unreadable("malformed signed message")
+    return b"".join(raw for _, _, raw in packets)
+
+
+def _cleartext_signature(blob: bytes) -> bytes:
+    """The signature block of a cleartext-signed message, checked to hold only signature packets."""
+    start = blob.find(b"-----BEGIN PGP SIGNATURE-----")
+    if start < 0:
+        raise _Unreadable("cleartext-signed message without a signature block")
+    return _only_signatures(_dearmor(blob[start:]), "the signature block")
+
+
+def _frame(blob: bytes) -> tuple[str, bytes, bytes]:
+    """``(form, bytes for Sequoia, the signature packets)`` with form ``cleartext``, ``attached`` or ``detached``.
+    Nothing handed on can expand: compression is removed here, within bounds."""
     head = blob.lstrip()[:64]
     if head.startswith(_CLEARTEXT):
-        return "cleartext", blob
+        return "cleartext", blob, _cleartext_signature(blob)
     binary = _dearmor(blob) if head.startswith(b"-----BEGIN PGP") else blob
-    tag, body, _ = _packet(binary)
-    if tag == _TAG_SIGNATURE:
-        return "detached", binary
-    if tag == _TAG_COMPRESSED:
-        inner = _inflate(body, MAX_SIGNED_BYTES)
-        if _packet(inner)[0] == _TAG_COMPRESSED:
-            raise _Unreadable("nested compression is not accepted")
-        return "attached", binary
-    if tag in (_TAG_ONE_PASS, _TAG_LITERAL):
-        return "attached", binary
+    tag, _, _ = _packet(binary)
+    if tag == _TAG_SIGNATURE and all(t == _TAG_SIGNATURE for t, _, _ in _packets(binary)):
+        return "detached", binary, binary
+    if tag in (_TAG_SIGNATURE, _TAG_COMPRESSED, _TAG_ONE_PASS, _TAG_LITERAL):
+        message = _signed_message(binary)
+        return "attached", message, message
     raise _Unreadable(f"OpenPGP packet {tag} does not start a signed message")
 
 
@@ -335,8 +397,8 @@ class PgpChecker:
         if len(entry.signature) > MAX_SIGNATURE_BYTES:
             return f"OpenPGP signature over {MAX_SIGNATURE_BYTES} bytes"
         try:
-            form, data = _frame(entry.signature)
-            signatures = _signature_packets(data)
+            form, data, signature_packets = _frame(entry.signature)
+            signatures = _signature_packets(signature_packets)
         except _Unreadable as exc:
             return f"not a valid OpenPGP signed message: {exc}"
         except Exception as exc:

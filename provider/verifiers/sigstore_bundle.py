@@ -98,7 +98,7 @@ class BundleChecker:
         if not isinstance(doc, dict) or not isinstance(doc.get("verificationMaterial"), dict):
             raise Rejected("bundle has no verificationMaterial")
         media_type = doc.get("mediaType")
-        if media_type not in mt.SIGSTORE_BUNDLE_TYPES:
+        if not isinstance(media_type, str) or media_type not in mt.SIGSTORE_BUNDLE_TYPES:
             raise Rejected(f"unsupported bundle media type {media_type!r}")
         if ("dsseEnvelope" in doc) == ("messageSignature" in doc):
             raise Rejected("bundle must hold exactly one of dsseEnvelope or messageSignature")

@@ -272,13 +272,14 @@ def test_generated_ca_bundle_signed_the_serving_certificate(chart: helm.Chart) -
     ca = cas["referee-verify"]
     assert cas["referee-mutate"] == ca
     leaf = pem_cert(secret["tls.crt"])
-    # the CA's signature over the serving certificate verifies (RSA, as Gatekeeper <= 3.18 requires)
+    # ECDSA P-256 by default (a cheaper handshake on every Gatekeeper call); the CA's signature verifies
     ca_key = ca.public_key()
-    assert isinstance(ca_key, rsa.RSAPublicKey)
+    assert isinstance(ca_key, ec.EllipticCurvePublicKey) and ca_key.curve.name == "secp256r1"
     assert leaf.signature_hash_algorithm is not None
-    ca_key.verify(leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(), leaf.signature_hash_algorithm)
+    ca_key.verify(leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(leaf.signature_hash_algorithm))
     assert leaf.issuer == ca.subject
-    assert isinstance(leaf.public_key(), rsa.RSAPublicKey)
+    leaf_key = leaf.public_key()
+    assert isinstance(leaf_key, ec.EllipticCurvePublicKey) and leaf_key.curve.name == "secp256r1"
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     assert pem_cert(secret["ca.crt"]) == ca
     # the serving key belongs to the certificate
@@ -295,6 +296,18 @@ def test_generated_ca_bundle_signed_the_serving_certificate(chart: helm.Chart) -
     # a different render generates a different CA (nothing is baked into the chart)
     again = render(chart)
     assert check_provider(again.one("Provider", "referee-verify")) != ca
+    # RSA-2048 on request (Gatekeeper <= 3.18)
+    rsa_secret = secret_data(render(chart, {"tls": {"keyAlgorithm": "RSA"}}).one("Secret", f"{RELEASE}-tls"))
+    rsa_ca, rsa_leaf = pem_cert(rsa_secret["ca.crt"]), pem_cert(rsa_secret["tls.crt"])
+    rsa_ca_key = rsa_ca.public_key()
+    assert isinstance(rsa_ca_key, rsa.RSAPublicKey) and rsa_ca_key.key_size == 2048
+    assert isinstance(rsa_leaf.public_key(), rsa.RSAPublicKey)
+    assert rsa_leaf.signature_hash_algorithm is not None
+    rsa_ca_key.verify(
+        rsa_leaf.signature, rsa_leaf.tbs_certificate_bytes, padding.PKCS1v15(), rsa_leaf.signature_hash_algorithm
+    )
+    rsa_key = serialization.load_pem_private_key(rsa_secret["tls.key"], password=None)
+    assert rsa_key.public_key().public_numbers() == rsa_leaf.public_key().public_numbers()  # type: ignore[union-attr]
 
 
 def test_provider_timeouts_match_referee_deadlines(chart: helm.Chart) -> None:
@@ -321,7 +334,7 @@ def test_cert_manager_mode_with_the_charts_ca(chart: helm.Chart) -> None:
     ca_secret = secret_data(rendered.one("Secret", f"{RELEASE}-ca"))
     ca = pem_cert(ca_secret["tls.crt"])
     ca_key = serialization.load_pem_private_key(ca_secret["tls.key"], password=None)
-    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey) and ca_key.curve.name == "secp256r1"
     assert ca_key.public_key().public_numbers() == ca.public_key().public_numbers()  # type: ignore[union-attr]
     for provider in rendered.all("Provider"):
         assert check_provider(provider) == ca
@@ -332,11 +345,19 @@ def test_cert_manager_mode_with_the_charts_ca(chart: helm.Chart) -> None:
     assert cert["apiVersion"] == "cert-manager.io/v1"
     spec = cert["spec"]
     assert spec["issuerRef"] == {"name": issuer["metadata"]["name"], "kind": "Issuer", "group": "cert-manager.io"}
-    assert spec["privateKey"]["algorithm"] == "RSA"
-    assert "server auth" in spec["usages"]
+    assert (spec["privateKey"]["algorithm"], spec["privateKey"]["size"]) == ("ECDSA", 256)
+    assert "server auth" in spec["usages"] and "key encipherment" not in spec["usages"]
     assert {f"{RELEASE}.{NS}", f"{RELEASE}.{NS}.svc"} <= set(spec["dnsNames"])
     tls_volume = next(v for v in rendered.pod()["volumes"] if v["name"] == "tls")
     assert tls_volume["secret"]["secretName"] == spec["secretName"]
+    as_rsa = render(chart, {"tls": {"mode": "certManager", "keyAlgorithm": "RSA"}})
+    rsa_spec = as_rsa.one("Certificate")["spec"]
+    assert (rsa_spec["privateKey"]["algorithm"], rsa_spec["privateKey"]["size"]) == ("RSA", 2048)
+    assert "key encipherment" in rsa_spec["usages"]
+    rsa_ca_key = serialization.load_pem_private_key(
+        secret_data(as_rsa.one("Secret", f"{RELEASE}-ca"))["tls.key"], password=None
+    )
+    assert isinstance(rsa_ca_key, rsa.RSAPrivateKey)
 
 
 def test_cert_manager_mode_with_an_issuer_of_your_own(chart: helm.Chart) -> None:
@@ -384,6 +405,10 @@ def test_cert_manager_mode_with_an_issuer_of_your_own(chart: helm.Chart) -> None
         ({"prometheusRule": {"certificateExpiryDays": 0}}, "/prometheusRule/certificateExpiryDays"),
         ({"prometheusRule": {"alertLabels": {"team": 1}}}, "/prometheusRule/alertLabels/team"),
         ({"grafanaDashboard": {"folder": "Referee"}}, "additional properties 'folder' not allowed"),
+        ({"tls": {"keyAlgorithm": "Ed25519"}}, "/tls/keyAlgorithm"),
+        ({"sharedCache": {"url": "redis://user:pw@cache:6379"}}, "/sharedCache/url"),
+        ({"sharedCache": {"password": "pw"}}, "additional properties 'password' not allowed"),
+        ({"config": {"cache": {"shared": {"leaseTtl": "long"}}}}, "/config/cache/shared/leaseTtl"),
     ],
 )
 def test_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], expected: str) -> None:
@@ -424,7 +449,14 @@ def test_schema_is_closed_at_every_level() -> None:
         else:
             assert "passed through" in node.get("description", ""), f"{path}: open object"
             passthrough.append(path)
-    assert passthrough == [".affinity.nodeAffinity", ".affinity.podAffinity", ".affinity.podAntiAffinity"]
+    assert sorted(passthrough) == [
+        ".affinity.nodeAffinity",
+        ".affinity.podAffinity",
+        ".affinity.podAntiAffinity",
+        ".extraContainers[items]",
+        ".extraInitContainers[items]",
+        ".extraVolumes[items]",
+    ]
     # every key in values.yaml is described (the schema would reject the chart's own defaults otherwise)
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(defaults) == set(schema["properties"])
@@ -936,7 +968,7 @@ def test_prometheus_rule_and_dashboard_toggles(chart: helm.Chart) -> None:
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert (rule["metadata"]["namespace"], rule["metadata"]["labels"]["release"]) == (NS, "prom")
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
-    assert len(alerts) == 9
+    assert len(alerts) == 10
     for alert in alerts:
         assert alert["labels"]["team"] == "platform" and alert["labels"]["severity"] in ("warning", "critical")
         assert f'job="{RELEASE}",namespace="{NS}"' in alert["expr"], alert["alert"]
@@ -1002,6 +1034,125 @@ def test_autoscaling_and_disruption_budget(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmRenderError, match="not both"):
         render(chart, {"podDisruptionBudget": {"minAvailable": 1}})
     assert not render(chart, {"podDisruptionBudget": {"enabled": False}}).all("PodDisruptionBudget")
+
+
+def test_replicas_spread_over_zones_and_nodes_by_default(chart: helm.Chart) -> None:
+    """HA by default: two replicas, a disruption budget of one, and soft spreading per rollout over zones and nodes;
+    constraints of your own replace the default, which can also be turned off."""
+    rendered = render(chart)
+    validate_kinds(rendered)
+    selector = rendered.one("Deployment")["spec"]["selector"]["matchLabels"]
+    spread = rendered.pod()["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    for constraint in spread:
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway" and constraint["maxSkew"] == 1
+        assert constraint["labelSelector"] == {"matchLabels": selector}
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+    own = [{"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}]
+    assert render(chart, {"topologySpreadConstraints": own}).pod()["topologySpreadConstraints"] == own
+    assert "topologySpreadConstraints" not in render(chart, {"defaultTopologySpread": False}).pod()
+
+
+@pytest.fixture(scope="module")
+def shared_cache_secret() -> dict[str, bytes]:
+    return {"hmac": b"0123456789abcdef0123456789abcdef0123456789abcdef\n", "pw": b"cache-password\n"}
+
+
+def test_shared_cache_values_are_wired_into_the_pod(
+    chart: helm.Chart, tmp_path: Path, cluster_objects: Sources, shared_cache_secret: dict[str, bytes]
+) -> None:
+    """sharedCache: the URL, the HMAC key and password files from an existing Secret (only its two keys mounted),
+    the CA inline; tuning from config.cache.shared is kept. The pod's configuration passes referee config check and
+    loads the secrets from the mounted files; none of them is in the ConfigMap."""
+    ca = trustme.CA().cert_pem.bytes().decode()
+    values = {
+        "sharedCache": {
+            "enabled": True,
+            "url": "rediss://valkey.cache.svc:6380/1",
+            "username": "referee",
+            "existingSecret": "cache-credentials",
+            "hmacKeyKey": "hmac",
+            "passwordKey": "pw",
+            "caBundle": ca,
+        },
+        "config": {"cache": {"shared": {"keyPrefix": "prod:", "leaseTtl": "2s"}}},
+    }
+    rendered = render(chart, values)
+    validate_kinds(rendered)
+    volume = next(v for v in rendered.pod()["volumes"] if v["name"] == "shared-cache")
+    assert volume["secret"] == {
+        "secretName": "cache-credentials",
+        "defaultMode": 0o440,
+        "items": [{"key": "hmac", "path": "hmac.key"}, {"key": "pw", "path": "password"}],
+    }
+    assert rendered.find("Secret", f"{RELEASE}-shared-cache") is None
+    cluster = {**cluster_objects, ("Secret", "cache-credentials"): {**shared_cache_secret, "other": b"not mounted"}}
+    pod = check_in_pod(rendered, tmp_path, cluster)
+    assert pod.check.returncode == 0, pod.check.stderr
+    shared = load_config(pod.path).cache.shared
+    assert shared is not None
+    assert (shared.url, shared.username, shared.key_prefix, shared.lease_ttl) == (
+        "rediss://valkey.cache.svc:6380/1",
+        "referee",
+        "prod:",
+        2.0,
+    )
+    assert shared.hmac_key == shared_cache_secret["hmac"].strip()
+    assert shared.password is not None and shared.password.reveal() == "cache-password"
+    assert shared.ca_pem == ca.encode()
+    assert sorted(p.name for p in pod.mounts["/etc/referee/shared-cache"].iterdir() if not p.name.startswith("..")) == [
+        "hmac.key",
+        "password",
+    ]
+    configmap_text = rendered.one("ConfigMap", f"{RELEASE}-config")["data"]["referee.yaml"]
+    assert "cache-password" not in configmap_text and "0123456789abcdef" not in configmap_text
+
+
+def test_shared_cache_with_a_generated_hmac_key(chart: helm.Chart, tmp_path: Path, cluster_objects: Sources) -> None:
+    """Without existingSecret the chart makes the HMAC key Secret (random; reused from the cluster on upgrades)."""
+    rendered = render(chart, {"sharedCache": {"enabled": True, "url": "redis://valkey.cache.svc:6379"}})
+    validate_kinds(rendered)
+    key = secret_data(rendered.one("Secret", f"{RELEASE}-shared-cache"))["hmac-key"]
+    assert len(key) == 64
+    again = secret_data(
+        render(chart, {"sharedCache": {"enabled": True, "url": "redis://valkey.cache.svc:6379"}}).one(
+            "Secret", f"{RELEASE}-shared-cache"
+        )
+    )["hmac-key"]
+    assert again != key  # offline rendering cannot look the Secret up: existingSecret is the GitOps way
+    pod = check_in_pod(rendered, tmp_path, cluster_objects)
+    assert pod.check.returncode == 0, pod.check.stderr
+    shared = load_config(pod.path).cache.shared
+    assert shared is not None and shared.hmac_key == key and shared.password is None
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"sharedCache": {"enabled": True}}, "sharedCache.url: set the redis:// or rediss:// (TLS) URL"),
+        (
+            {"sharedCache": {"enabled": True, "url": "redis://c:6379", "caBundle": "PEM"}},
+            "sharedCache.caBundle needs a rediss:// (TLS) url",
+        ),
+        (
+            {"sharedCache": {"enabled": True, "url": "redis://c:6379", "passwordKey": "pw"}},
+            "the chart does not store cache passwords",
+        ),
+        (
+            {
+                "sharedCache": {"enabled": True, "url": "redis://c:6379"},
+                "config": {"cache": {"shared": {"hmacKeyFile": "/k"}}},
+            },
+            "config.cache.shared.hmacKeyFile is set by the chart from sharedCache",
+        ),
+    ],
+)
+def test_shared_cache_misconfiguration_fails_the_render(
+    chart: helm.Chart, values: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError) as exc:
+        render(chart, values)
+    assert expected in str(exc.value)
 
 
 def test_image_by_digest(chart: helm.Chart) -> None:

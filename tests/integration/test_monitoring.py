@@ -76,6 +76,7 @@ def monitoring() -> Monitoring:
         "gatekeeper": {"clientCA": {"secretName": "gatekeeper-webhook-server-cert"}},
         "prometheusRule": {"enabled": True},
         "grafanaDashboard": {"enabled": True},
+        "tls": {"allowOfflineCA": True},  # rendered offline, like helm template (docs/deploy.md, GitOps)
     }
     with helm.Chart.load(CHART) as chart:
         out = chart.render(values, name=RELEASE, namespace=NAMESPACE)
@@ -120,6 +121,7 @@ def test_rules_pass_promtool_check(monitoring: Monitoring, tmp_path: Path) -> No
         "RefereeCertificateExpiringSoon",
         "RefereeConfigReloadRejected",
         "RefereeTLSReloadRejected",
+        "RefereeSharedCacheLocalOnly",
     }
 
 
@@ -262,6 +264,8 @@ async def test_prometheus_evaluates_every_dashboard_and_alert_query_on_real_traf
         tls=pki.tls_section(certFile=str(tls_dir / "tls.crt"), keyFile=str(tls_dir / "tls.key")),
         decisionLog={"output": "stderr"},
     )
+    hmac_key = tmp_path / "hmac.key"
+    hmac_key.write_text("k" * 32)
     config: dict[str, Any] = {
         "registries": {
             "allow": ["127.0.0.1:*"],
@@ -271,6 +275,8 @@ async def test_prometheus_evaluates_every_dashboard_and_alert_query_on_real_traf
         "policy": {"type": "required-verifiers", "required": ["cosign-ci"]},
         "server": server,
         "limits": {"verificationTimeout": "3s"},
+        # a shared cache nobody listens for: the replica answers local-only (RefereeSharedCacheLocalOnly)
+        "cache": {"shared": {"url": f"redis://127.0.0.1:{free_port()}", "hmacKeyFile": str(hmac_key)}},
     }
     home = tmp_path / "home"
     home.mkdir()
@@ -295,7 +301,7 @@ async def test_prometheus_evaluates_every_dashboard_and_alert_query_on_real_traf
             await _round(referee, pki, proxy, signed_set, dead_registry, 1)
             await scraped()
             # An applied reload (new generation: verdicts are verified again in round 2).
-            write_config(config_path, {**config, "cache": {"verdictTtl": "10m"}})
+            write_config(config_path, {**config, "cache": {**config["cache"], "verdictTtl": "10m"}})
             generation = json.loads((await health_get(referee, "/readyz"))[1])["configGeneration"]
 
             async def reloaded() -> bool:

@@ -604,3 +604,102 @@ async def test_flooding_the_newest_reports_signatures_cannot_roll_back_to_an_old
     clean_result = reports[sha256_digest(clean)]
     assert clean_result["succeeded"] is False
     assert clean_result["reason"].startswith("the newest report cannot be established: the signatures of report")
+
+
+# -- second review: evidence-store redirects with user information --------------------------------------------
+
+
+async def test_an_evidence_store_never_follows_a_redirect_with_user_information() -> None:
+    """``https://127.0.0.1:5000@127.0.0.2:P/`` once matched ``127.0.0.1:*`` as a whole string and the store
+    connected to 127.0.0.2, a host no allow entry names."""
+    import asyncio
+
+    from provider.config import RegistriesConfig
+    from provider.errors import ProviderError
+    from provider.stores.http import HttpSettings, StoreHttp
+
+    contacted: list[str] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        contacted.append(str(writer.get_extra_info("sockname")))
+        writer.close()
+
+    target = await asyncio.start_server(on_connect, "127.0.0.2", 0)
+    target_port = target.sockets[0].getsockname()[1]
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"https://127.0.0.1:5000@127.0.0.2:{target_port}/signature-1")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    http = StoreHttp(
+        "lookaside", HttpSettings(plain_http=True, max_attempts=1), RegistriesConfig(allow=("127.0.0.1:*",))
+    )
+    try:
+        with pytest.raises(ProviderError) as exc:
+            await http.get(f"http://127.0.0.1:{port}/app@sha256=x/signature-1", headers={}, max_bytes=1024, what="sig")
+        await asyncio.sleep(0.1)
+    finally:
+        await http.close()
+        await runner.cleanup()
+        target.close()
+    assert contacted == []
+    assert "refusing redirect" in str(exc.value)
+
+
+# -- second review: verdicts of a tag-sensitive identity check are per tag ----------------------------------------
+
+
+def _atomic_signature(reference: str, digest: str) -> bytes:
+    document = {
+        "critical": {
+            "identity": {"docker-reference": reference},
+            "image": {"docker-manifest-digest": digest},
+            "type": "atomic container signature",
+        },
+        "optional": {},
+    }
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("mode", ["matchExact", "matchRepoDigestOrExact"])
+async def test_a_verdict_for_one_tag_is_never_served_for_another_tag_of_the_same_digest(
+    registry: RegistryProcess, tmp_path: Path, engines: list[Engine], mode: str
+) -> None:
+    """A containers/image signature names ``repo:v1``; the attacker pushes ``repo:v2`` at the same digest. Whatever
+    is asked first, ``v1`` is allowed and ``v2`` denied."""
+    import pysequoia
+
+    from provider.stores.lookaside import signature_path
+
+    repo = f"attack/tag-cache-{mode.lower()}"
+    image = make_image(f"{repo}/{secrets.token_hex(4)}")
+    for tag in ("v1", "v2"):
+        push_image(registry.url, repo, tag, image)
+    key = pysequoia.Tsk.generate("Release <release@example.org>")
+    signed = pysequoia.sign(key.signer(), _atomic_signature(f"{registry.host}/{repo}:v1", image["digest"]), armor=False)
+    store = tmp_path / "sigstore"
+    path = store / signature_path(repo, image["digest"], 1)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(signed)
+    config = write_config(
+        tmp_path / "c.yaml",
+        {
+            "registries": {"allow": ["127.0.0.1:*"], "hosts": [{"host": registry.host, "plainHttp": True}]},
+            "stores": [{"name": "sigstore", "type": "lookaside", "path": str(store)}],
+            "verifiers": [
+                {"name": "release", "type": "pgp", "keys": [str(key.extract_certificate())], "signedIdentity": mode}
+            ],
+            "policy": {"type": "required-verifiers", "required": ["release"]},
+        },
+    )
+    for order in (("v2", "v1"), ("v1", "v2")):
+        engine = _engine(engines, config)
+        verdicts = {tag: (await engine.verify_key(f"{registry.host}/{repo}:{tag}")).verdict for tag in order}
+        assert verdicts["v1"] is not None and verdicts["v1"].allowed, (order, verdicts["v1"])
+        assert verdicts["v2"] is not None and not verdicts["v2"].allowed, order

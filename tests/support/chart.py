@@ -19,7 +19,17 @@ from typing import Any
 import helm_python as helm
 import yaml
 
-__all__ = ["CHART", "Rendered", "Sources", "materialize", "merged", "rebase", "render_chart", "secret_data"]
+__all__ = [
+    "CHART",
+    "OFFLINE_CA",
+    "Rendered",
+    "Sources",
+    "materialize",
+    "merged",
+    "rebase",
+    "render_chart",
+    "secret_data",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "referee"
@@ -73,14 +83,25 @@ class Rendered:
         return spec
 
     def container(self) -> dict[str, Any]:
-        containers = self.pod()["containers"]
-        assert len(containers) == 1
-        c: dict[str, Any] = containers[0]
-        return c
+        """The referee container (``extraContainers`` may add sidecars beside it)."""
+        [c] = [c for c in self.pod()["containers"] if c["name"] == "referee"]
+        found: dict[str, Any] = c
+        return found
 
 
-def render_chart(chart: helm.Chart, values: Mapping[str, Any], *, release: str, namespace: str) -> Rendered:
-    """``helm template`` of ``chart`` with ``values`` (every document parsed; NOTES kept apart)."""
+# The suite renders offline, like ``helm template``, where the chart refuses to mint a CA unless told it may
+# (``tls.allowOfflineCA``): renders opt in unless their values say otherwise.
+OFFLINE_CA: dict[str, Any] = {"tls": {"allowOfflineCA": True}}
+
+
+def render_chart(
+    chart: helm.Chart, values: Mapping[str, Any], *, release: str, namespace: str, offline_ca: bool = True
+) -> Rendered:
+    """``helm template`` of ``chart`` with ``values`` (every document parsed; NOTES kept apart). ``offline_ca``
+    sets ``tls.allowOfflineCA`` when ``values`` leave it unset; ``False`` renders the values exactly as given."""
+    tls = values.get("tls")
+    if offline_ca and not (isinstance(tls, Mapping) and "allowOfflineCA" in tls):
+        values = merged(values, OFFLINE_CA)
     out = chart.render(dict(values), name=release, namespace=namespace)
     docs: list[dict[str, Any]] = []
     notes = ""

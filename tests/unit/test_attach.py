@@ -177,3 +177,39 @@ def test_lists_entry_needs_the_exact_descriptor() -> None:
     assert not lists_entry(_index(_entry(3, "application/other")), _entry(3))
     assert not lists_entry(None, _entry(3))
     assert not lists_entry(TagIndex(b"[", _digest(9), None), _entry(3))
+
+
+async def test_attach_uses_the_credentials_verify_would_use_for_the_repository(tmp_path: Path) -> None:
+    """Review finding: repository-scoped Docker config entries collapsed into one per host, so attach sent
+    team-b's credentials for team-a's repository."""
+    import base64
+    import json
+
+    from provider.attach.session import RegistrySession
+    from provider.config import load_config
+    from provider.reference import parse_reference
+    from provider.registry.credentials import CredentialStore
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    docker = tmp_path / "config.json"
+    docker.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "registry.example.com/team-a": {"auth": b64("team-a:secret-a")},
+                    "registry.example.com/team-b": {"auth": b64("team-b:secret-b")},
+                }
+            }
+        )
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({"registries": {"allow": ["registry.example.com"], "dockerConfig": str(docker)}}))
+    config = load_config(path)
+    for team in ("team-a", "team-b"):
+        ref = parse_reference(f"registry.example.com/{team}/app:v1")
+        verify_side = await CredentialStore(config.registries).lookup(ref)
+        with RegistrySession(ref, config.registries, max_manifest_bytes=4 << 20) as session:
+            assert verify_side is not None and session.credentials == verify_side
+            assert session.credentials.username == team

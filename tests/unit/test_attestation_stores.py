@@ -93,8 +93,10 @@ async def _listed(store: Any, types: frozenset[str]) -> list[Descriptor]:
     registry = _Registry()
     store._registry = registry
 
-    async def attached(ref: Any, subject: Descriptor) -> list[Descriptor]:
-        return [Descriptor(mt.OCI_MANIFEST, "sha256:" + "3" * 64, 1, artifact_type=store.artifact_type)]
+    async def attached(ref: Any, subject: Descriptor) -> ReferrerListing:
+        return ReferrerListing(
+            (Descriptor(mt.OCI_MANIFEST, "sha256:" + "3" * 64, 1, artifact_type=store.artifact_type),)
+        )
 
     store._attached = attached
     found = list((await store.list_referrers(REF, SUBJECT, types)).descriptors)
@@ -131,3 +133,20 @@ async def test_lookaside_directory_reads_until_the_first_gap(tmp_path: Path) -> 
     locations = [d.annotations[mt.ANNOTATION_LOOKASIDE_LOCATION] for d in found]
     assert [loc.rsplit("/", 1)[1] for loc in locations] == ["signature-1", "signature-2"]
     assert locations[0] == (tmp_path / f"org/app@sha256={DIGEST[7:]}/signature-1").as_uri()
+
+
+async def test_a_lookaside_with_more_signatures_than_read_says_the_listing_was_truncated(tmp_path: Path) -> None:
+    """Review finding: the limit stopped the search silently, so a flood of junk signatures hid a valid one behind a
+    complete-looking denial cached for the verdict TTL."""
+    import json
+
+    for index in range(1, 5):
+        path = tmp_path / signature_path(REF.repository, DIGEST, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"sig-%d" % index)
+    entry = {"name": "l", "type": "lookaside", "path": str(tmp_path), "registryReferrers": False, "maxSignatures": 3}
+    spec = load_config_bytes(json.dumps({"stores": [entry]}).encode(), tmp_path).stores[0]
+    store = LookasideStore("l", _client(), 4 * 1024 * 1024, spec.params, RegistriesConfig())
+    listing = await store.list_referrers(REF, SUBJECT, frozenset({mt.LOOKASIDE_SIGNATURE}))
+    assert len(listing.descriptors) == 3 and listing.truncated
+    assert listing.notes == ("l: more than maxSignatures (3) signatures; the rest were not read",)

@@ -249,3 +249,18 @@ async def test_single_flight_cancel_all() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert len(flight) == 0
+
+
+def test_ttl_map_entry_lifetime_can_be_shorter_never_longer() -> None:
+    """An entry taken from elsewhere (the shared cache) is kept only for what is left of its lifetime."""
+    timer = FakeTimer()
+    m: TTLMap[str, int] = TTLMap("test", max_entries=10, ttl=10.0, timer=timer)
+    m.put("short", 1, ttl=2.0)
+    m.put("long", 2, ttl=60.0)
+    m.put("none", 3, ttl=0.0)
+    timer.now = 1.9
+    assert (m.get("short"), m.get("long"), m.get("none")) == (1, 2, None)
+    timer.now = 2.1
+    assert m.get("short") is None and m.get("long") == 2
+    timer.now = 10.1
+    assert m.get("long") is None

@@ -296,7 +296,9 @@ def test_unknown_keys_at_several_depths(keydir: Path) -> None:
     assert "verifers: unknown key" in problems
     assert "registries.alow: unknown key" in problems
     assert "registries.hosts[0].plain_http: unknown key (keys are camelCase: plainHttp)" in problems
-    assert "verifiers[0].key: unknown key" in problems
+    assert "verifiers[0].key: key is a cosign CLI flag; here: keys: [<PEM text, file path or KMS URI>] (a list)" in (
+        problems
+    )
     assert "policy.requried: unknown key" in problems
     assert "server.tls.cert_file: unknown key (keys are camelCase: certFile)" in problems
     assert "limits.maxBlob: unknown key" in problems

@@ -12,7 +12,8 @@ from provider import executor
 from provider.cache import ContentCache
 from provider.config import parse_config
 from provider.errors import ReferenceInvalidError
-from provider.executor import Runtime
+from provider.executor import Engine, Runtime
+from provider.oci import Descriptor
 
 
 def _runtime(generation: str = "g1") -> Runtime:
@@ -27,7 +28,7 @@ def test_a_key_is_parsed_once_and_its_cache_keys_carry_the_generation() -> None:
     assert first.ref.tag == "v1" and not first.by_digest
     assert first.resolution_key == (f"{first.store.name}/{runtime.generation}", "ghcr.io/org/app:v1")
     pinned = runtime.lookup("ghcr.io/org/app@sha256:" + "a" * 64)
-    assert pinned.by_digest and pinned.verdict_prefix == (pinned.store.name, "ghcr.io/org/app")
+    assert pinned.by_digest and pinned.verdict_prefix == (pinned.store.name, "ghcr.io/org/app", "")
 
 
 def test_a_key_that_is_not_a_reference_fails_every_time_and_is_not_remembered() -> None:
@@ -51,3 +52,27 @@ def test_another_generation_has_its_own_memo() -> None:
     old, new = _runtime("g1"), _runtime("g2")
     assert old.generation != new.generation
     assert old.lookup("ghcr.io/org/app:v1").resolution_key != new.lookup("ghcr.io/org/app:v1").resolution_key
+
+
+async def test_the_lookups_cache_keys_are_the_ones_the_engine_stores_under() -> None:
+    """A memo that computed another key than the engine would make every warm key a miss (or, worse, a hit on
+    another key's entry): the resolution and verdict keys must be exactly the engine's."""
+    config = parse_config({"registries": {"allow": ["ghcr.io/*"]}, "policy": {"type": "deny-all"}}, Path.cwd())
+    engine = Engine(config)
+    try:
+        runtime = engine.runtime
+        descriptor = Descriptor(
+            media_type="application/vnd.oci.image.manifest.v1+json", digest="sha256:" + "b" * 64, size=1
+        )
+        for key in (
+            "ghcr.io/org/app:v1",
+            "ghcr.io/org/app@sha256:" + "a" * 64,
+            "ghcr.io/org/app:v1@sha256:" + "a" * 64,
+        ):
+            lookup = runtime.lookup(key)
+            _, resolution_key = engine._resolution_key(runtime, lookup.store, lookup.ref)
+            assert lookup.resolution_key == resolution_key
+            verdict_key = engine._verdict_key(runtime, lookup.store, lookup.ref, descriptor)
+            assert (*lookup.verdict_prefix, descriptor.digest, runtime.generation) == verdict_key
+    finally:
+        await engine.close()

@@ -264,6 +264,38 @@ async def test_nested_compression_is_refused(keyring: Keys) -> None:
     assert "nested compression is not accepted" in result.reason
 
 
+@pytest.mark.parametrize("layout", ["ops-first", "compressed-ops-inside", "cleartext-signature-block"])
+async def test_compression_bombs_anywhere_in_the_message_are_refused_without_inflating_them(
+    keyring: Keys, layout: str
+) -> None:
+    """Review finding: a compressed packet after a one-pass signature, or one whose inner first packet is a one-pass
+    signature, used to reach Sequoia, which inflates without bound (a 6 KB file aborted the server)."""
+    zeros = zlib.compressobj(9)
+    inner_literal = b"".join([zeros.compress(b"\0" * (1 << 20)) for _ in range(64)]) + zeros.flush()
+    bomb = _packet(8, b"\x02" + zlib.compress(_packet(8, b"\x02" + inner_literal), 9))
+    one_pass = _packet(4, bytes([3, 0, 8, 22]) + b"\x01" * 8 + b"\x01")
+    signature = _packet(2, b"\x04\x00" + b"\x00" * 16)
+    if layout == "ops-first":
+        message = one_pass + bomb + signature
+    elif layout == "compressed-ops-inside":
+        message = _packet(8, b"\x02" + zlib.compress(one_pass + _packet(8, b"\x02" + inner_literal), 9)) + signature
+    else:
+        block = base64.b64encode(bomb).decode()
+        message = (
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nhello\n-----BEGIN PGP SIGNATURE-----\n\n"
+            f"{block}\n-----END PGP SIGNATURE-----\n"
+        ).encode()
+    assert len(message) < 256 * 1024
+    result = await pgp(keyring, "alice").verify(lookaside_request(message))
+    assert not result.succeeded
+    expected = {
+        "ops-first": "nested compression is not accepted",
+        "compressed-ops-inside": "nested compression is not accepted",
+        "cleartext-signature-block": "the signature block may hold only signature packets",
+    }[layout]
+    assert result.reason.endswith(f"not a valid OpenPGP signed message: {expected}"), result.reason
+
+
 async def test_garbage_and_pkix_signatures_are_not_openpgp(keyring: Keys) -> None:
     result = await pgp(keyring, "alice").verify(grafeas_request(v1_occurrence(b"{}", [(b"\x30\x45garbage", "k")])))
     assert not result.succeeded

@@ -34,6 +34,9 @@ helm.sh/chart: {{ include "referee.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: referee
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "referee.serviceAccountName" -}}
@@ -44,11 +47,25 @@ app.kubernetes.io/part-of: referee
 {{- end -}}
 {{- end -}}
 
+{{/* image.repository, with its registry replaced by image.registry when that is set. */}}
+{{- define "referee.imageRepository" -}}
+{{- $repository := .Values.image.repository -}}
+{{- with .Values.image.registry -}}
+  {{- $parts := splitn "/" 2 $repository -}}
+  {{- $first := $parts._0 -}}
+  {{- if and $parts._1 (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+    {{- $repository = $parts._1 -}}
+  {{- end -}}
+  {{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{- end -}}
+{{- $repository -}}
+{{- end -}}
+
 {{- define "referee.image" -}}
 {{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- printf "%s@%s" (include "referee.imageRepository" .) .Values.image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s:%s" (include "referee.imageRepository" .) (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 {{- end -}}
 
@@ -65,7 +82,22 @@ app.kubernetes.io/part-of: referee
 {{- end -}}
 
 {{- define "referee.tlsSecretName" -}}
+{{- if eq .Values.tls.mode "existingSecret" -}}
+{{- .Values.tls.existingSecret.name -}}
+{{- else -}}
 {{- printf "%s-tls" (include "referee.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Called before the chart mints a CA (no CA found in the cluster): refuse when there is no cluster to find one in.
+Offline (helm template, Argo CD, --dry-run) lookup answers nothing, not even for kube-system, and a CA minted
+there would change on every render.
+*/}}
+{{- define "referee.requireClusterForCA" -}}
+{{- if and (not .Values.tls.allowOfflineCA) (not (lookup "v1" "Namespace" "" "kube-system")) -}}
+{{- fail (printf "tls.mode=%s: the chart would create a new CA, but it is rendered without cluster access (helm template, Argo CD, --dry-run), where it cannot find the CA it created before: every render would mint another one and the Providers' caBundle would stop matching the serving certificate. For GitOps, use tls.mode=existingSecret (a TLS Secret you manage, its CA in tls.existingSecret.caBundle) or tls.mode=certManager with tls.certManager.issuerRef and caBundle: docs/deploy.md, \"GitOps\". To render once and apply the output yourself, set tls.allowOfflineCA=true." .Values.tls.mode) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "referee.caSecretName" -}}
@@ -85,6 +117,11 @@ credentialProviderConfig: /etc/referee/credential-providers/config
 credentialProviderBin: /etc/referee/credential-providers/bin
 serviceAccountTokens: /var/run/secrets/referee/tokens
 trust: /etc/referee/trust
+sharedCache: /etc/referee/shared-cache
+{{- end -}}
+
+{{- define "referee.sharedCacheSecretName" -}}
+{{- .Values.sharedCache.existingSecret | default (printf "%s-shared-cache" (include "referee.fullname" .)) -}}
 {{- end -}}
 
 {{/* The plugin directory: the emptyDir filled by the init container, or a directory of the Referee image. */}}
@@ -154,6 +191,14 @@ so a bad combination fails the whole render with one clear message.
 {{- if and (eq $v.tls.mode "certManager") $v.tls.certManager.issuerRef.name (not $v.tls.certManager.caBundle) -}}
   {{- fail "tls.certManager.caBundle is required with tls.certManager.issuerRef: Gatekeeper's Provider needs the PEM of the CA that signs Referee's serving certificate, and cert-manager's CA injector only fills webhook, CRD and APIService caBundles, not Provider resources. Leave issuerRef.name empty to let the chart create the CA." -}}
 {{- end -}}
+{{- if eq $v.tls.mode "existingSecret" -}}
+  {{- if not $v.tls.existingSecret.name -}}
+    {{- fail "tls.mode=existingSecret needs tls.existingSecret.name: a kubernetes.io/tls Secret (tls.crt, tls.key) in the release namespace" -}}
+  {{- end -}}
+  {{- if not $v.tls.existingSecret.caBundle -}}
+    {{- fail "tls.mode=existingSecret needs tls.existingSecret.caBundle: the PEM of the CA that signed the Secret's certificate, for the Providers' caBundle (the chart does not read the Secret, so that every render is the same)" -}}
+  {{- end -}}
+{{- end -}}
 {{- $seen := dict -}}
 {{- range $v.registryCredentials.hosts -}}
   {{- if hasKey $seen .host -}}
@@ -182,6 +227,18 @@ so a bad combination fails the whole render with one clear message.
     {{- fail (printf "registryCredentials.credentialProviders.serviceAccountTokens: audience %q listed twice" .audience) -}}
   {{- end -}}
   {{- $_ := set $audiences .audience true -}}
+{{- end -}}
+{{- $sc := $v.sharedCache -}}
+{{- if $sc.enabled -}}
+  {{- if not (regexMatch "^rediss?://[^/?#@]+" $sc.url) -}}
+    {{- fail "sharedCache.url: set the redis:// or rediss:// (TLS) URL of your Valkey/Redis, without credentials (sharedCache.existingSecret holds the password)" -}}
+  {{- end -}}
+  {{- if and $sc.caBundle (not (hasPrefix "rediss://" $sc.url)) -}}
+    {{- fail "sharedCache.caBundle needs a rediss:// (TLS) url" -}}
+  {{- end -}}
+  {{- if and $sc.passwordKey (not $sc.existingSecret) -}}
+    {{- fail "sharedCache.passwordKey names a key of sharedCache.existingSecret: set existingSecret (the chart does not store cache passwords)" -}}
+  {{- end -}}
 {{- end -}}
 {{- range $v.trust -}}
   {{- $sources := 0 -}}
@@ -288,6 +345,29 @@ addresses, ports, TLS files, Provider timeouts, credential files). Rendered with
   {{- $_ := set $registries "credentialProviders" $section -}}
 {{- end -}}
 {{- $_ := set $cfg "registries" $registries -}}
+{{- $sc := $v.sharedCache -}}
+{{- if $sc.enabled -}}
+  {{- $cache := get $cfg "cache" | default dict -}}
+  {{- $shared := get $cache "shared" | default dict -}}
+  {{- range list "url" "username" "usernameFile" "password" "passwordFile" "hmacKeyFile" "ca" "caFile" -}}
+    {{- if hasKey $shared . -}}
+      {{- fail (printf "config.cache.shared.%s is set by the chart from sharedCache: remove it from config" .) -}}
+    {{- end -}}
+  {{- end -}}
+  {{- $_ := set $shared "url" $sc.url -}}
+  {{- $_ := set $shared "hmacKeyFile" (printf "%s/hmac.key" $paths.sharedCache) -}}
+  {{- if $sc.username -}}
+    {{- $_ := set $shared "username" $sc.username -}}
+  {{- end -}}
+  {{- if $sc.passwordKey -}}
+    {{- $_ := set $shared "passwordFile" (printf "%s/password" $paths.sharedCache) -}}
+  {{- end -}}
+  {{- if $sc.caBundle -}}
+    {{- $_ := set $shared "ca" $sc.caBundle -}}
+  {{- end -}}
+  {{- $_ := set $cache "shared" $shared -}}
+  {{- $_ := set $cfg "cache" $cache -}}
+{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
@@ -307,9 +387,17 @@ caCert: {{ get $data "ca.crt" | b64dec | quote }}
 cert: {{ get $data "tls.crt" | b64dec | quote }}
 key: {{ get $data "tls.key" | b64dec | quote }}
   {{- else -}}
-    {{- $ca := genCA (printf "%s-ca" (include "referee.fullname" .)) (int $v.tls.generate.caValidityDays) -}}
+    {{- include "referee.requireClusterForCA" . -}}
+    {{- $ca := include "referee.genCA" (list . (int $v.tls.generate.caValidityDays)) | fromYaml -}}
     {{- $names := include "referee.dnsNames" . | fromJsonArray -}}
-    {{- $cert := genSignedCert (include "referee.serviceHost" .) nil $names (int $v.tls.generate.certValidityDays) $ca -}}
+    {{- $host := include "referee.serviceHost" . -}}
+    {{- $days := int $v.tls.generate.certValidityDays -}}
+    {{- $cert := dict -}}
+    {{- if eq $v.tls.keyAlgorithm "RSA" -}}
+      {{- $cert = genSignedCert $host nil $names $days (buildCustomCert (b64enc $ca.Cert) (b64enc $ca.Key)) -}}
+    {{- else -}}
+      {{- $cert = genSignedCertWithKey $host nil $names $days (buildCustomCert (b64enc $ca.Cert) (b64enc $ca.Key)) (genPrivateKey "ecdsa") -}}
+    {{- end -}}
 caCert: {{ $ca.Cert | quote }}
 cert: {{ $cert.Cert | quote }}
 key: {{ $cert.Key | quote }}
@@ -321,11 +409,33 @@ key: {{ $cert.Key | quote }}
 caCert: {{ get $data "tls.crt" | b64dec | quote }}
 caKey: {{ get $data "tls.key" | b64dec | quote }}
   {{- else -}}
-    {{- $ca := genCA (printf "%s-ca" (include "referee.fullname" .)) (int $v.tls.certManager.caValidityDays) -}}
+    {{- include "referee.requireClusterForCA" . -}}
+    {{- $ca := include "referee.genCA" (list . (int $v.tls.certManager.caValidityDays)) | fromYaml -}}
 caCert: {{ $ca.Cert | quote }}
 caKey: {{ $ca.Key | quote }}
   {{- end -}}
+{{- else if eq $v.tls.mode "existingSecret" -}}
+caCert: {{ $v.tls.existingSecret.caBundle | quote }}
 {{- else -}}
 caCert: {{ $v.tls.certManager.caBundle | quote }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+A new CA for the serving certificate: ECDSA P-256 (tls.keyAlgorithm ECDSA, the default: a cheaper TLS handshake on
+every Gatekeeper call) or RSA-2048. Called with (list $ctx days); returns YAML: Cert, Key.
+*/}}
+{{- define "referee.genCA" -}}
+{{- $ctx := index . 0 -}}
+{{- $days := index . 1 -}}
+{{- $name := printf "%s-ca" (include "referee.fullname" $ctx) -}}
+{{- $ca := dict -}}
+{{- if eq $ctx.Values.tls.keyAlgorithm "RSA" -}}
+  {{- $ca = genCA $name $days -}}
+{{- else -}}
+  {{- $ca = genCAWithKey $name $days (genPrivateKey "ecdsa") -}}
+{{- end -}}
+Cert: {{ $ca.Cert | quote }}
+Key: {{ $ca.Key | quote }}
+{{- end -}}
+

@@ -120,8 +120,11 @@ def _is_ca(cert: x509.Certificate) -> bool:
     return value.ca
 
 
-def _parse_trust_stores(node: Node) -> dict[tuple[str, str], TrustStore]:
+def _parse_trust_stores(node: Node) -> tuple[dict[tuple[str, str], TrustStore], set[tuple[str, str]]]:
+    """The usable trust stores, and every store named (usable or not: a policy naming a broken store is not
+    reported a second time)."""
     stores: dict[tuple[str, str], TrustStore] = {}
+    named_stores: set[tuple[str, str]] = set()
     for store_type in STORE_TYPES:
         named = node.raw(store_type)
         type_path = node.child_path(store_type)
@@ -132,6 +135,7 @@ def _parse_trust_stores(node: Node) -> dict[tuple[str, str], TrustStore]:
             continue
         for name, entries in named.items():
             path = f"{type_path}.{name}"
+            named_stores.add((store_type, str(name)))
             if not isinstance(name, str) or not name or not set(name) <= _STORE_NAME_CHARS:
                 node.problems.add(path, "store names must match [a-zA-Z0-9_.-]+")
                 continue
@@ -145,7 +149,7 @@ def _parse_trust_stores(node: Node) -> dict[tuple[str, str], TrustStore]:
                 certs.extend(_store_certificates(node, entry, f"{path}[{i}]"))
             stores[(store_type, name)] = TrustStore(store_type, name, tuple(certs))
     node.finish()
-    return stores
+    return stores, named_stores
 
 
 def _parse_trust_policy(node: Node) -> TrustPolicyDocument:
@@ -203,11 +207,11 @@ def _parse_revocation(node: Node) -> RevocationConfig:
 
 
 def parse_params(node: Node) -> NotationParams:
-    stores = _parse_trust_stores(node.node("trust_stores"))
+    stores, named_stores = _parse_trust_stores(node.node("trust_stores"))
     document = _parse_trust_policy(node)
     for index, policy in enumerate(document.policies):
         for kind, name in policy.trust_stores:
-            if (kind, name) not in stores:
+            if (kind, name) not in named_stores:
                 node.problems.add(
                     f"{node.child_path('trustPolicy')}.trustPolicies[{index}]",
                     f"policy {policy.name!r} uses {kind}:{name}, which is not configured under trustStores.{kind}",

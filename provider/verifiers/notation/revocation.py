@@ -32,6 +32,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, CRLEntryExtensionOID, ExtendedKeyUsageOID, ExtensionOID
 
 from provider import deadline
+from provider.proxy import proxy_settings
 from provider.verifiers.notation import x509 as nx509
 
 log = structlog.get_logger("referee.notation.revocation")
@@ -253,6 +254,7 @@ class RevocationChecker:
     def __init__(self, config: RevocationConfig) -> None:
         self.config = config
         self._cache: dict[tuple[str, ...], tuple[float, object]] = {}
+        self._proxy = proxy_settings()[0]  # HTTPS_PROXY/HTTP_PROXY/NO_PROXY, as the registry client uses them
 
     async def check(
         self, chain: Sequence[x509.Certificate], now: datetime, signing_time: datetime | None = None
@@ -543,12 +545,22 @@ class RevocationChecker:
             return None
         started = time.perf_counter()
         try:
+            headers: dict[str, str] = {} if body is None else {"Content-Type": "application/ocsp-request"}
+            proxy_url, proxy_headers = self._proxy.arguments(url, headers)
             async with asyncio.timeout(budget), aiohttp.ClientSession(trust_env=False) as session:
                 if body is None:
-                    request = session.get(url, allow_redirects=False)
+                    request = session.get(
+                        url, headers=headers, allow_redirects=False, proxy=proxy_url, proxy_headers=proxy_headers
+                    )
                 else:
-                    headers = {"Content-Type": "application/ocsp-request"}
-                    request = session.post(url, data=body, headers=headers, allow_redirects=False)
+                    request = session.post(
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                        proxy=proxy_url,
+                        proxy_headers=proxy_headers,
+                    )
                 async with request as response:
                     if response.status // 100 != 2:
                         notes.append(f"{url}: HTTP {response.status}")

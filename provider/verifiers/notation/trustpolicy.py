@@ -267,7 +267,13 @@ def parse_document(node: Node) -> TrustPolicyDocument:
         if WILDCARD in registry_scopes and len(registry_scopes) > 1:
             item.problems.add(scope_path, "'*' cannot be combined with other registry scopes")
         for i, scope in enumerate(registry_scopes):
-            if scope != WILDCARD and not valid_scope(scope):
+            if scope != WILDCARD and WILDCARD in scope:
+                item.problems.add(
+                    f"{scope_path}[{i}]",
+                    f"{scope!r}: a scope cannot hold a wildcard; only '*' alone (every repository) is allowed, "
+                    "otherwise list fully qualified repositories (host/repo)",
+                )
+            elif scope != WILDCARD and not valid_scope(scope):
                 item.problems.add(f"{scope_path}[{i}]", f"{scope!r} is not a fully qualified repository (host/repo)")
             if scope in scopes:
                 item.problems.add(f"{scope_path}[{i}]", f"scope {scope!r} is already used by policy {scopes[scope]!r}")

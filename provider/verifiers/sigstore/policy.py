@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,24 @@ from provider.verifiers.sigstore.trust import Authority, TrustMaterial, parse_tr
 MAX_TLOG_ENTRIES = 8
 MAX_TIMESTAMPS = 8
 CERTIFICATE_TIMES = ("signed", "now")
+# ``cosign verify`` flags as users copy them into YAML, and the ``identities[]`` field each one is here.
+COSIGN_IDENTITY_FLAGS = {
+    "certificateIdentity": "identity",
+    "certificateIdentityRegexp": "identityRegExp",
+    "certificateIdentityRegExp": "identityRegExp",
+    "certificateOidcIssuer": "issuer",
+    "certificateOIDCIssuer": "issuer",
+    "certificateOidcIssuerRegexp": "issuerRegExp",
+    "certificateOidcIssuerRegExp": "issuerRegExp",
+}
+# Other ``cosign verify`` flags and what takes their place.
+COSIGN_OTHER_FLAGS = {
+    "key": "keys: [<PEM text, file path or KMS URI>] (a list)",
+    "insecureIgnoreTlog": "requireTlog: false",
+    "insecureIgnoreSCT": "insecureIgnoreSct",
+    "rekorUrl": "Referee verifies offline: rekorKeys or trustedRoot",
+    "certificateChain": "caRoots (a private CA's roots) or fulcioRoots",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +187,7 @@ class SigstorePolicy:
 def parse_policy(node: Node, *, require_tlog_default: bool, keys_name: str = "keys") -> SigstorePolicy:
     """The shared parameters: ``keys``, ``identities``, trust material, ``requireTlog``, ``insecureIgnoreSct`` and
     ``certificateTime``."""
+    _cosign_cli_spellings(node)
     keys = parse_keys(node, keys_name)
     identities = parse_identities(node)
     trust = parse_trust(node)
@@ -197,6 +217,25 @@ def parse_policy(node: Node, *, require_tlog_default: bool, keys_name: str = "ke
         ignore_sct=ignore_sct,
         certificate_time=certificate_time,
     )
+
+
+def _cosign_cli_spellings(node: Node) -> None:
+    """One problem naming the ``cosign verify`` flags written as keys, with the configuration that means the same:
+    not an "unknown key" per flag followed by "a key or identity is required"."""
+    given = {flag: node.misspelled(flag) for flag in (*COSIGN_IDENTITY_FLAGS, *COSIGN_OTHER_FLAGS)}
+    flags = [flag for flag in COSIGN_IDENTITY_FLAGS if given[flag][0]]
+    if flags:
+        rule = {COSIGN_IDENTITY_FLAGS[flag]: given[flag][1] for flag in flags}
+        written = ", ".join(f"{field}: {json.dumps(value)}" for field, value in rule.items())
+        node.error(
+            f"{', '.join(flags)} {'is a cosign CLI flag' if len(flags) == 1 else 'are cosign CLI flags'}; "
+            f"Referee takes a list of keyless identities, each with identity (or identityRegExp) and issuer "
+            f"(or issuerRegExp): identities: [{{{written}}}]",
+            flags[0],
+        )
+    for flag, instead in COSIGN_OTHER_FLAGS.items():
+        if given[flag][0]:
+            node.error(f"{flag} is a cosign CLI flag; here: {instead}", flag)
 
 
 def _check_certificate_time_now(node: Node, trust: TrustMaterial, has_identities: bool) -> None:
