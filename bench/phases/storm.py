@@ -41,12 +41,15 @@ TARGET_RECOVERY_S_12 = 5.0
 TARGET_RSS_MIB = 250.0
 
 
-def storm_config(ctx: Context, proxy: ThrottleProxy, **ports: int) -> dict[str, Any]:
+def storm_config(
+    ctx: Context, proxy: ThrottleProxy, port: int | None = None, health_port: int | None = None
+) -> dict[str, Any]:
     return ctx.config(
         hosts=[proxy.host],
         provider_timeout=f"{PROVIDER_TIMEOUT:g}s",
         cache={"tagTtl": TAG_TTL, "tagStaleIfError": STALE_IF_ERROR, "verdictTtl": "1h"},
-        **ports,  # type: ignore[arg-type]
+        port=port,
+        health_port=health_port,
     )
 
 

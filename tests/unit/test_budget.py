@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from provider.server.budget import MIN_BUDGET, PER_KEY_RESERVE, LoopLag, work_budget
+from provider.server.budget import MIN_BUDGET, PER_KEY_RESERVE, LoopLag, work_deadline
 
 
 def test_the_budget_reserves_time_per_key_and_for_lag() -> None:
-    assert work_budget(1.9, 1, 0.0) == 1.9 - PER_KEY_RESERVE
-    assert work_budget(0.95, 1000, 0.0) == 0.95 - 1000 * PER_KEY_RESERVE
-    assert work_budget(1.9, 50, 0.2) < work_budget(1.9, 50, 0.0) - 0.19
-    assert work_budget(0.2, 10_000, 0.5) == MIN_BUDGET
-    assert work_budget(0.01, 1, 0.0) == 0.01  # never more than the time actually left
+    assert work_deadline(0.0, 1.9, 1, 0.0) == 1.9 - PER_KEY_RESERVE
+    assert work_deadline(0.0, 0.95, 1000, 0.0) == 0.95 - 1000 * PER_KEY_RESERVE
+    assert work_deadline(0.0, 1.9, 50, 0.2) < work_deadline(0.0, 1.9, 50, 0.0) - 0.19
+    assert work_deadline(0.0, 0.2, 10_000, 0.5) == MIN_BUDGET
+    assert work_deadline(0.0, 0.01, 1, 0.0) == 0.01  # never more than the time actually left
+    assert work_deadline(5.0, 1.9, 1, 0.0) == 5.0 + 1.9 - PER_KEY_RESERVE  # counted from the request's arrival
 
 
 async def test_loop_lag_sees_a_blocked_event_loop() -> None:
