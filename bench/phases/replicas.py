@@ -205,7 +205,8 @@ def _report(ctx: Context, results: dict[str, Any]) -> None:
         restart["trafficKeysUnanswered"] == 0,
     )
     r.section(f"429 storm, Retry-After 10, {n} replicas")
-    storm.report_rows(ctx, results["storm"], f"{n} replicas: ", targets=True)
+    prefix = f"{n} replicas: "
+    storm.report_rows(ctx, results["storm"], prefix, targets=True, recovery_target=storm.TARGET_RECOVERY_S_12)
     r.figure("replicas", n)
     r.figure("registry_requests_per_image_1_replica", per1)
     r.figure("registry_requests_per_image_3_replicas" if n == 3 else f"registry_requests_per_image_{n}_replicas", perN)

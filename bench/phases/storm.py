@@ -153,10 +153,15 @@ async def run_storm(
     }
 
 
-def report_rows(ctx: Context, result: dict[str, Any], prefix: str, targets: bool) -> None:
+def report_rows(
+    ctx: Context, result: dict[str, Any], prefix: str, targets: bool, recovery_target: float | None = None
+) -> None:
+    """The storm's rows; #23's targets for Retry-After 10 (recovery < 2 s unless ``recovery_target`` says otherwise:
+    #12 asks < 5 s of replicas), #12's (< 5 s) otherwise."""
     r = ctx.report
     ra = result["retryAfter"]
     strict = targets and ra == 10
+    recovery = recovery_target or (TARGET_RECOVERY_S_23 if strict else TARGET_RECOVERY_S_12)
     r.row(
         f"{prefix}registry requests per image during the storm",
         f"{result['registryRequestsPerImage']:.3f} ({result['registryRequestsDuringStorm']:,} for "
@@ -174,8 +179,8 @@ def report_rows(ctx: Context, result: dict[str, Any], prefix: str, targets: bool
     r.row(
         f"{prefix}recovery: storm end to full service",
         f"{result['recoverySeconds']:.2f} s (first new verdict +{result['firstColdVerdictAfterStormS']:.2f} s)",
-        f"< {TARGET_RECOVERY_S_23:g} s" if strict else f"< {TARGET_RECOVERY_S_12:g} s",
-        result["recoverySeconds"] < (TARGET_RECOVERY_S_23 if strict else TARGET_RECOVERY_S_12),
+        f"< {recovery:g} s",
+        result["recoverySeconds"] < recovery,
     )
     r.row(
         f"{prefix}peak RSS",
