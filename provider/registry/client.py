@@ -673,7 +673,10 @@ class RegistryClient:
                     desc = await self._cosign_tag(ref, subject_digest, suffix, legacy_type)
                     if desc is not None:
                         legacy.append(desc)
-        return ReferrerListing((*listing.descriptors, *legacy), listing.notes, listing.truncated, listing.other_types)
+        notes = listing.notes
+        if legacy:  # evidence was found after all (cosign's tags): "no referrers listed" would only confuse
+            notes = tuple(n for n in notes if not n.startswith("no referrers listed"))
+        return ReferrerListing((*listing.descriptors, *legacy), notes, listing.truncated, listing.other_types)
 
     async def _list_oci_referrers(
         self, ref: ImageRef, subject_digest: str, artifact_types: frozenset[str] | None

@@ -150,3 +150,18 @@ def test_a_capped_type_is_named_in_the_denial(
     assert f"1 referrers of type {mt.SPDX_JSON} were not examined (limits.maxReferrers 1)" in verdict["notes"]
     assert "were not examined (maxReferrers)" in verdict["reason"]
     assert "(limits.maxReferrers 1)]" in verdict["reason"]
+
+
+def test_no_note_about_missing_referrers_when_cosign_tags_hold_the_evidence(
+    registry: RegistryProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A legacy ``.sig`` tag is evidence found after all: the "no referrers listed" note would only confuse."""
+    from tests.support.content import cosign_sign_legacy
+
+    digest, _ = _image_with_sboms(registry, "legacy-only", 0, fallback=False)
+    cosign_sign_legacy(registry.url, REPO, digest, ec.generate_private_key(ec.SECP256R1()))
+    config = _config(tmp_path / "referee.yaml", [registry.host], required=["ci-cosign"])
+    code, verdict = verify(capsys, config, f"{registry.host}/{REPO}:legacy-only")
+    assert code == 1  # signed with a key the configuration does not trust
+    assert [a["artifactType"] for a in verdict["artifacts"]] == [mt.COSIGN_LEGACY_SIGNATURES]
+    assert not any(n.startswith("no referrers listed") for n in verdict["notes"]), verdict["notes"]
