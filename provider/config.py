@@ -301,12 +301,7 @@ def _parse_registries(node: Node) -> RegistriesConfig:
             h.error(f"host {host!r} listed twice", "host")
         seen.add(host or "")
         plain_http = h.flag("plain_http", False)
-        ca_pem, _ = h.file_or_inline("ca", max_bytes=1024 * 1024)
-        if ca_pem is not None:
-            try:
-                ssl.create_default_context(cadata=ca_pem.decode("ascii"))
-            except (ssl.SSLError, ValueError, TypeError):
-                h.error("not a PEM CA certificate bundle", "ca_file" if h.has("ca_file") else "ca")
+        ca_pem = h.ca_bundle()
         if plain_http and ca_pem is not None:
             h.error("plainHttp and a CA bundle contradict each other", "plain_http")
         username = h.string("username", None)
@@ -517,12 +512,7 @@ def _parse_shared_cache(node: Node) -> SharedCacheConfig | None:
                 hmac_key = None
     username = node.secret("username")
     password = node.secret("password")
-    ca_pem, _ = node.file_or_inline("ca", max_bytes=1024 * 1024)
-    if ca_pem is not None:
-        try:
-            ssl.create_default_context(cadata=ca_pem.decode("ascii"))
-        except (ssl.SSLError, ValueError, TypeError):
-            node.error("not a PEM CA certificate bundle", "ca_file" if node.has("ca_file") else "ca")
+    ca_pem = node.ca_bundle()
     cert_file = _existing_file(node, "cert_file")
     key_file = _existing_file(node, "key_file")
     if (cert_file is None) != (key_file is None):
@@ -651,10 +641,25 @@ def _cross_check(problems: Problems, verifiers: list[VerifierSpec], policy: Poli
             problems.add(f"verifiers[{i}]", problem)
 
 
+def _parse_attestors(root: Node, taken: set[str]) -> list[VerifierSpec]:
+    """The top-level ``attestors`` list, as verifier specs of type ``attestor`` (its plug-in is imported only when the
+    list is there); attestors and verifiers share one namespace."""
+    out: list[VerifierSpec] = []
+    for item in root.nodes("attestors"):
+        name = item.string("name")
+        if name in taken:
+            item.error(f"duplicate name {name!r} (attestors and verifiers share one namespace)", "name")
+        taken.add(name or "")
+        spec = _build_verifier(item, name or "", "attestor", verifier_types.get("attestor"))
+        if spec is not None:
+            out.append(spec)
+        item.finish()
+    return out
+
+
 def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str | None = None) -> Config:
     """Parse a loaded YAML document; raise :class:`ConfigError` listing every problem."""
     from provider import registrations
-    from provider.verifiers.attestor import parse_attestors
 
     registrations.load()
     problems = Problems(base_dir)
@@ -668,7 +673,7 @@ def parse_config(document: object, base_dir: Path, raw: bytes = b"", source: str
     if not root.has("stores"):
         stores = [StoreSpec(name="registry", type="registry", scopes=("*",), params=None)]
     verifiers = _parse_plugin_list(root, "verifiers", verifier_types, _build_verifier)
-    verifiers += parse_attestors(root, _build_verifier, {v.name for v in verifiers})
+    verifiers += _parse_attestors(root, {v.name for v in verifiers})
     policy = _parse_policy(root.node("policy"), frozenset(v.name for v in verifiers))
     server = _parse_server(root.node("server"))
     cache = _parse_cache(root.node("cache"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -252,6 +253,16 @@ class Node:
             data = self.problems.read_file(path, self.child_path(camel(file_name)), max_bytes=64 * 1024)
             return None if data is None else Secret(data.decode("utf-8", "replace").strip())
         return None if inline is None else Secret(inline)
+
+    def ca_bundle(self, name: str = "ca") -> bytes | None:
+        """``<name>`` / ``<name>File``: PEM CA certificates (at most 1 MiB), checked to load as a trust store."""
+        pem, _ = self.file_or_inline(name, max_bytes=1024 * 1024)
+        if pem is not None:
+            try:
+                ssl.create_default_context(cadata=pem.decode("ascii"))
+            except (ssl.SSLError, ValueError, TypeError):
+                self.error("not a PEM CA certificate bundle", f"{name}_file" if self.has(f"{name}_file") else name)
+        return pem
 
     def file_or_inline(self, name: str, max_bytes: int = 16 * 1024 * 1024) -> tuple[bytes | None, str | None]:
         """Content given inline as ``<name>`` (PEM text) or by path as ``<name>File``. Returns (data, path)."""

@@ -8,6 +8,7 @@ type. Plug-in modules register themselves when imported (:mod:`provider.registra
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,17 @@ class PolicySpec:
 
     type: str
     params: Any
+
+
+class Signature(enum.Enum):
+    """Whether an artifact carries the signatures the policy requires on it."""
+
+    NOT_REQUIRED = "not-required"
+    PRESENT = "present"
+    MISSING = "missing"
+    UNKNOWN = "unknown"
+    """Required and not verified, but some of the artifact's own referrers of a signing verifier could not be
+    examined (a cap, an unfetchable or unreadable referrer, a listing that failed): it may be signed."""
 
 
 store_types: PluginRegistry[Any] = PluginRegistry("store")

@@ -18,15 +18,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from provider.errors import ConfigError
+from provider.errors import ConfigError, ProviderError
 from provider.verifiers.sigstore.trust import parse_trusted_root
 
 PUBLIC_GOOD = "https://tuf-repo-cdn.sigstore.dev"
 MAX_TRUSTED_ROOT_BYTES = 4 * 1024 * 1024
 
 
-class TrustedRootFetchError(Exception):
+class TrustedRootFetchError(ProviderError):
     """The repository could not be reached or verified, or its trusted root is unusable."""
+
+    code = "TRUSTED_ROOT_UNAVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)

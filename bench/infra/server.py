@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.infra.util import REPO_ROOT, BenchError, free_ports, proc_cpu_seconds, proc_memory_mib, proxy_free_env
+from bench.infra.util import REPO_ROOT, BenchError, proc_cpu_seconds, proc_memory_mib, proxy_free_env
 from tests.support.referee import Pki, server_section, write_config
 
 VERIFIER = "cosign-bench"
@@ -202,8 +202,3 @@ class ServerProcess:
                 return str(body["configGeneration"])
             await asyncio.sleep(0.1)
         raise BenchError(f"configuration not reloaded within {timeout}s")
-
-
-def two_ports() -> tuple[int, int]:
-    port, health = free_ports(2)
-    return port, health

@@ -62,9 +62,9 @@ from provider.errors import (
 from provider.oci import Descriptor
 from provider.reference import ImageRef, compute_digest, parse_digest, verify_digest
 from provider.registry.auth import Challenge, basic_header, parse_challenge
-from provider.registry.client import KNOWN_TOKEN_REALMS
 from provider.registry.credentials import CredentialStore
-from provider.registry.urls import UnsafeURLError, authority, safe_authority
+from provider.registry.realms import judge_realm
+from provider.registry.urls import safe_authority
 
 log = structlog.get_logger("referee.attach")
 
@@ -326,33 +326,8 @@ class RegistrySession(oras.provider.Registry):  # type: ignore[misc]
 
     def _fetch_token(self, challenge: Challenge) -> str:
         realm = challenge.realm or ""
-        try:
-            realm_host = authority(realm)
-        except UnsafeURLError as exc:
-            raise AuthDeniedError(f"{self.registry}: token realm refused: {exc}") from None
-        scheme = urlsplit(realm).scheme
-        registry_netloc = urlsplit(self.base_url).netloc
-        own_host = realm_host in (registry_netloc, self.registry)
-        if not own_host and not self._listed(realm_host):
-            raise AuthDeniedError(
-                f"{self.registry}: token realm host {realm_host} is not in registries.allow or registries.hosts; "
-                "Referee contacts only listed hosts"
-            )
-        realm_settings = self.config.host_config(realm_host)
-        if scheme == "http" and not (realm_settings.plain_http or (own_host and self.settings.plain_http)):
-            raise AuthDeniedError(
-                f"{self.registry}: token realm {realm} is plain HTTP; list {realm_host} with plainHttp: true "
-                "to allow it"
-            )
-        trusted = own_host or realm_host in (
-            frozenset(self.settings.token_realms) | KNOWN_TOKEN_REALMS.get(self.registry, frozenset())
-        )
-        creds = self.credentials
-        if creds is not None and not trusted and (creds.identity_token or (creds.username and creds.password)):
-            raise AuthDeniedError(
-                f"{self.registry}: token realm host {realm_host} is not the registry; Referee sends "
-                f"{self.registry}'s credentials only to the registry itself or to a realm listed in its tokenRealms"
-            )
+        judged = judge_realm(realm, self.registry, self.base_url, self.settings, self.config, self.credentials)
+        realm_host, realm_settings = judged.host, judged.settings
         if realm_host in {h.host for h in self.config.hosts}:
             verify = self._verify_for(realm_settings)
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -10,6 +9,7 @@ from provider import specs
 from provider.confignode import Node
 from provider.plugins import PluginRegistry
 from provider.specs import PolicySpec as PolicySpec
+from provider.specs import Signature as Signature
 from provider.verdict import ArtifactResult, Decision
 from provider.verifiers.base import Subject
 
@@ -24,17 +24,6 @@ class PolicyEnforcer(Protocol):
         nested verifier names per applicable requirement, any one of which must have verified the artifact. Empty
         when the policy requires no signature on them."""
         ...
-
-
-class Signature(enum.Enum):
-    """Whether an artifact carries the signatures the policy requires on it."""
-
-    NOT_REQUIRED = "not-required"
-    PRESENT = "present"
-    MISSING = "missing"
-    UNKNOWN = "unknown"
-    """Required and not verified, but some of the artifact's own referrers of a signing verifier could not be
-    examined (a cap, an unfetchable or unreadable referrer, a listing that failed): it may be signed."""
 
 
 def signed_under(policy: PolicyEnforcer, subject: Subject, result: ArtifactResult) -> Signature:

@@ -61,8 +61,9 @@ from provider.registry.auth import (
     pull_scope,
 )
 from provider.registry.credentials import CredentialStore
-from provider.registry.urls import UnsafeURLError, authority, safe_authority
+from provider.registry.realms import judge_realm
 from provider.registry.urls import origin as _origin
+from provider.registry.urls import safe_authority
 
 log = structlog.get_logger("referee.registry")
 
@@ -77,8 +78,6 @@ MAX_TOKEN_BODY = 64 * 1024
 MAX_RETRY_AFTER = 30.0
 MAX_PAUSE = 60.0
 LISTING_FACTOR = 4
-# Registries whose token service lives on another host; their credentials may go there without configuration.
-KNOWN_TOKEN_REALMS: dict[str, frozenset[str]] = {"docker.io": frozenset({"auth.docker.io"})}
 MAX_AUTH_STATES = 1024
 
 
@@ -105,18 +104,25 @@ class _Host:
     referrers_api_seen: bool = False
 
 
-def _ssl_context(settings: RegistryHostConfig) -> ssl.SSLContext | bool:
-    if settings.plain_http:
+def client_context(ca_pem: bytes | None, plain_http: bool) -> ssl.SSLContext | bool:
+    """TLS for an outbound connection: ``False`` for plain HTTP; else TLS 1.2+, verified against ``ca_pem`` when
+    given (it replaces the system trust store), else the system's."""
+    if plain_http:
         return False
-    if settings.ca_pem is not None:
-        ctx = ssl.create_default_context(cadata=settings.ca_pem.decode("ascii", "replace"))
-    else:
-        ctx = ssl.create_default_context()
+    ctx = (
+        ssl.create_default_context(cadata=ca_pem.decode("ascii", "replace"))
+        if ca_pem is not None
+        else (ssl.create_default_context())
+    )
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 
 
-def _parse_retry_after(value: str | None) -> float | None:
+def _ssl_context(settings: RegistryHostConfig) -> ssl.SSLContext | bool:
+    return client_context(settings.ca_pem, settings.plain_http)
+
+
+def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
@@ -201,10 +207,6 @@ class RegistryClient:
         realms, blob redirects)."""
         return self.config.is_allowed(host, "") or host in {h.host for h in self.config.hosts}
 
-    def _credential_realms(self, host: _Host) -> frozenset[str]:
-        """Token realm hosts other than the registry itself that may receive its credentials."""
-        return frozenset(host.settings.token_realms) | KNOWN_TOKEN_REALMS.get(host.registry, frozenset())
-
     def _host(self, ref: ImageRef) -> _Host:
         host = self._hosts.get(ref.registry)
         if host is not None:
@@ -287,31 +289,9 @@ class RegistryClient:
 
     async def _fetch_token(self, host: _Host, challenge: Challenge, scope: str) -> tuple[str, float]:
         realm = challenge.realm or ""
-        try:
-            realm_host = authority(realm)
-        except UnsafeURLError as exc:
-            raise AuthDeniedError(f"{host.registry}: token realm refused: {exc}") from None
-        scheme = urlsplit(realm).scheme
-        realm_settings = self.config.host_config(realm_host)
-        registry_host = safe_authority(host.base_url) or host.registry
-        own_host = realm_host in (registry_host, host.registry)
-        if scheme == "http" and not (realm_settings.plain_http or (own_host and host.settings.plain_http)):
-            raise AuthDeniedError(
-                f"{host.registry}: token realm {realm} is plain HTTP; list {realm_host} with plainHttp: true "
-                "to allow it"
-            )
-        if not own_host and not self._host_allowed(realm_host):
-            raise AuthDeniedError(
-                f"{host.registry}: token realm host {realm_host} is not in registries.allow or registries.hosts; "
-                "Referee contacts only listed hosts"
-            )
+        judged = judge_realm(realm, host.registry, host.base_url, host.settings, self.config, host.auth.credentials)
+        realm_host, scheme, realm_settings = judged.host, judged.scheme, judged.settings
         creds = host.auth.credentials
-        trusted_realm = own_host or realm_host in self._credential_realms(host)
-        if creds is not None and not trusted_realm and (creds.identity_token or (creds.username and creds.password)):
-            raise AuthDeniedError(
-                f"{host.registry}: token realm host {realm_host} is not the registry; Referee sends {host.registry}'s "
-                f"credentials only to the registry itself or to a realm listed in its tokenRealms"
-            )
         ssl_ctx: ssl.SSLContext | bool
         if scheme == "http":
             ssl_ctx = False
@@ -447,7 +427,7 @@ class RegistryClient:
                 await self._authenticate(host, challenge, scope)
                 continue
             if _retryable(resp.status):
-                retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 if retry_after is not None and resp.status in (429, 503):
                     self._pause(shared, retry_after, resp.status)
                 if attempts >= self.config.max_attempts:

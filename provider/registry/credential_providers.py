@@ -290,7 +290,7 @@ class ExecProvider:
                 max_output_bytes=self.max_output_bytes,
             )
             response = parse_response(stdout, self.spec.api_version)
-        except (PluginFailure, ValueError) as exc:
+        except (PluginFailedError, ValueError) as exc:
             metrics.CREDENTIAL_PROVIDER_EXECS.labels(self.spec.name, "error").inc()
             log.warning("credential_provider_failed", provider=self.spec.name, image=image, reason=str(exc))
             raise CredentialProviderError(f"credential provider {self.spec.name} for {image}: {exc}") from None
@@ -307,7 +307,7 @@ class ExecProvider:
         return response
 
 
-class PluginFailure(Exception):
+class PluginFailedError(Exception):
     """A plugin run that produced no usable stdout; the message never quotes its output."""
 
 
@@ -327,10 +327,10 @@ async def run_plugin(
             start_new_session=True,
         )
     except OSError as exc:
-        raise PluginFailure(f"cannot execute {argv[0]}: {exc.strerror or exc}") from None
+        raise PluginFailedError(f"cannot execute {argv[0]}: {exc.strerror or exc}") from None
     stdin_pipe, stdout_pipe, stderr_pipe = proc.stdin, proc.stdout, proc.stderr
     if stdin_pipe is None or stdout_pipe is None or stderr_pipe is None:  # pragma: no cover - PIPE was asked for
-        raise PluginFailure("no pipes to the plugin")
+        raise PluginFailedError("no pipes to the plugin")
 
     async def feed() -> None:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -343,7 +343,7 @@ async def run_plugin(
         while chunk := await stdout_pipe.read(_READ_CHUNK):
             total += len(chunk)
             if total > max_output_bytes:
-                raise PluginFailure(f"stdout exceeds {max_output_bytes} bytes")
+                raise PluginFailedError(f"stdout exceeds {max_output_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -363,7 +363,7 @@ async def run_plugin(
             status = await proc.wait()
         finished = True
     except TimeoutError:
-        raise PluginFailure(f"timed out after {timeout:g}s (killed)") from None
+        raise PluginFailedError(f"timed out after {timeout:g}s (killed)") from None
     finally:
         for task in tasks:
             task.cancel()
@@ -373,7 +373,7 @@ async def run_plugin(
             _kill_group(proc.pid)
             await _reap(proc, argv[0])
     if status != 0:
-        raise PluginFailure(f"exited with status {status} (stderr: {stderr_bytes} bytes, not logged)")
+        raise PluginFailedError(f"exited with status {status} (stderr: {stderr_bytes} bytes, not logged)")
     return stdout
 
 

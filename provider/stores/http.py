@@ -24,6 +24,7 @@ from provider.config import RegistriesConfig
 from provider.confignode import Node
 from provider.errors import ArtifactTooLargeError, DeadlineExceededError, StoreError, StoreUnavailableError
 from provider.limits import read_limited
+from provider.registry.client import MAX_RETRY_AFTER, client_context, parse_retry_after
 from provider.registry.urls import safe_authority
 
 log = structlog.get_logger("referee.stores")
@@ -43,12 +44,7 @@ class HttpSettings:
 
 
 def parse_http_settings(node: Node, url: str | None, url_key: str = "url") -> HttpSettings:
-    ca_pem, _ = node.file_or_inline("ca", max_bytes=1024 * 1024)
-    if ca_pem is not None:
-        try:
-            ssl.create_default_context(cadata=ca_pem.decode("ascii", "replace"))
-        except (ssl.SSLError, ValueError):
-            node.error("not a PEM CA certificate bundle", "ca_file" if node.has("ca_file") else "ca")
+    ca_pem = node.ca_bundle()
     plain_http = node.flag("plain_http", False)
     scheme = urlsplit(url).scheme if url else ""
     if scheme == "http" and not plain_http:
@@ -89,14 +85,7 @@ class StoreHttp:
         self._ssl: ssl.SSLContext | bool = self._ssl_context()
 
     def _ssl_context(self) -> ssl.SSLContext | bool:
-        if self._settings.plain_http:
-            return False
-        if self._settings.ca_pem is not None:
-            ctx = ssl.create_default_context(cadata=self._settings.ca_pem.decode("ascii", "replace"))
-        else:
-            ctx = ssl.create_default_context()
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        return ctx
+        return client_context(self._settings.ca_pem, self._settings.plain_http)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -142,14 +131,20 @@ class StoreHttp:
                     raise StoreUnavailableError(
                         f"{self._store} answered {answer.status} to {what} ({attempt} attempts)"
                     )
-                await self._backoff(attempt, what)
+                await self._backoff(attempt, what, parse_retry_after(answer.headers.get("Retry-After")))
                 continue
             return answer
 
-    async def _backoff(self, attempt: int, what: str) -> None:
-        delay = min(1.0, 0.1 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
+    async def _backoff(self, attempt: int, what: str, retry_after: float | None = None) -> None:
+        """Exponential back-off with jitter, or the server's ``Retry-After`` (capped), never past the deadline."""
+        if retry_after is not None:
+            delay = min(retry_after, MAX_RETRY_AFTER)
+        else:
+            delay = min(1.0, 0.1 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
         left = deadline.remaining()
         if left is not None and delay >= left - 0.01:
+            if retry_after is not None:
+                raise StoreUnavailableError(f"{self._store} asked to retry {what} in {delay:.2f}s, beyond the deadline")
             raise DeadlineExceededError(f"no time left to retry {what} on {self._store} (attempt {attempt})")
         await asyncio.sleep(delay)
 

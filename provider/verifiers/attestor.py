@@ -3,13 +3,12 @@
 An attestor is a set of keys (OpenPGP and/or PKIX) and, usually, the Grafeas note its attestations are attached
 to. It is satisfied when any one attestation by any of its keys verifies for the image digest, so a policy names
 it like any verifier (``required-verifiers``, ``rules``). Attestors are written in the top-level ``attestors``
-list of the configuration (:func:`parse_attestors`); ``verifiers[]`` with ``type: attestor`` is the same thing.
+list of the configuration (parsed in :mod:`provider.config`); ``verifiers[]`` with ``type: attestor`` is the same thing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from provider.attestations import NOTE_NAME
 from provider.confignode import Node
@@ -63,20 +62,3 @@ class AttestorPlugin:
             checkers.append(PgpChecker(params.pgp_keys))
         notes = frozenset({params.note}) if params.note else frozenset()
         return AttestationVerifier(spec, checkers, notes, params.claims)
-
-
-def parse_attestors(root: Node, build: Any, taken: set[str]) -> list[VerifierSpec]:
-    """The top-level ``attestors`` list, as verifier specs of type ``attestor``. ``build`` is the configuration's
-    verifier builder (common keys ``name``, ``scopes``, ``artifactTypes``); ``taken`` holds verifier names."""
-    plugin = verifier_types.get("attestor")
-    out: list[VerifierSpec] = []
-    for item in root.nodes("attestors"):
-        name = item.string("name")
-        if name in taken:
-            item.error(f"duplicate name {name!r} (attestors and verifiers share one namespace)", "name")
-        taken.add(name or "")
-        spec = build(item, name or "", "attestor", plugin)
-        if spec is not None:
-            out.append(spec)
-        item.finish()
-    return out

@@ -5,18 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from provider import specs
 from provider.confignode import Node
 from provider.oci import Descriptor, Manifest
 from provider.plugins import PluginRegistry
 from provider.reference import ImageRef
+from provider.specs import Signature
 from provider.specs import VerifierSpec as VerifierSpec
 from provider.verdict import ArtifactResult
-
-if TYPE_CHECKING:
-    from provider.policies.base import Signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +80,7 @@ class SiblingConsumer(Protocol):
     consumes: frozenset[str]
 
 
-SignedUnderPolicy = Callable[[ArtifactResult], "Signature"]
+SignedUnderPolicy = Callable[[ArtifactResult], Signature]
 
 
 class Reconciler(Protocol):
@@ -90,7 +88,7 @@ class Reconciler(Protocol):
     included) is known, e.g. only the newest report decides.
 
     ``signed`` tells, for a result, whether the artifact carries the signatures the policy requires on it
-    (:class:`provider.policies.base.Signature`). ``complete`` is false when a limit stopped the listing of this
+    (:class:`provider.specs.Signature`). ``complete`` is false when a limit stopped the listing of this
     verifier's artifact types, so that some artifacts were not examined."""
 
     def reconcile(

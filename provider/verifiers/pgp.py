@@ -166,7 +166,7 @@ def parse_pgp_keys(node: Node, name: str) -> tuple[PgpKey, ...]:
 # -- message framing ---------------------------------------------------------------------------------------
 
 
-class _Unreadable(ValueError):
+class _UnreadableError(ValueError):
     pass
 
 
@@ -174,7 +174,7 @@ def _dearmor(blob: bytes) -> bytes:
     lines = blob.splitlines()
     start = next((i for i, line in enumerate(lines) if _ARMOR_BEGIN.match(line.strip())), None)
     if start is None:
-        raise _Unreadable("no OpenPGP armor header")
+        raise _UnreadableError("no OpenPGP armor header")
     body: list[bytes] = []
     in_headers = True
     for line in lines[start + 1 :]:
@@ -194,13 +194,13 @@ def _dearmor(blob: bytes) -> bytes:
     try:
         return base64.b64decode(b"".join(body), validate=True)
     except (binascii.Error, ValueError):
-        raise _Unreadable("armored data is not base64") from None
+        raise _UnreadableError("armored data is not base64") from None
 
 
 def _packet(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
     """``(tag, body, end)`` of the packet at ``offset`` (RFC 4880 §4.2, old and new formats, partial lengths)."""
     if offset >= len(data) or not data[offset] & 0x80:
-        raise _Unreadable("not an OpenPGP packet")
+        raise _UnreadableError("not an OpenPGP packet")
     first = data[offset]
     i = offset + 1
     if not first & 0x40:
@@ -209,23 +209,23 @@ def _packet(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
             return tag, data[i:], len(data)
         size = 1 << length_type
         if i + size > len(data):
-            raise _Unreadable("truncated OpenPGP packet")
+            raise _UnreadableError("truncated OpenPGP packet")
         length = int.from_bytes(data[i : i + size], "big")
         i += size
         if i + length > len(data):
-            raise _Unreadable("truncated OpenPGP packet")
+            raise _UnreadableError("truncated OpenPGP packet")
         return tag, data[i : i + length], i + length
     tag = first & 0x3F
     chunks: list[bytes] = []
     while True:
         if i >= len(data):
-            raise _Unreadable("truncated OpenPGP packet")
+            raise _UnreadableError("truncated OpenPGP packet")
         o1 = data[i]
         if o1 < 192:
             length, i = o1, i + 1
         elif o1 < 224:
             if i + 1 >= len(data):
-                raise _Unreadable("truncated OpenPGP packet")
+                raise _UnreadableError("truncated OpenPGP packet")
             length, i = ((o1 - 192) << 8) + data[i + 1] + 192, i + 2
         elif o1 == 255:
             length, i = int.from_bytes(data[i + 1 : i + 5], "big"), i + 5
@@ -235,7 +235,7 @@ def _packet(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
             i += 1 + partial
             continue
         if i + length > len(data):
-            raise _Unreadable("truncated OpenPGP packet")
+            raise _UnreadableError("truncated OpenPGP packet")
         chunks.append(data[i : i + length])
         return tag, b"".join(chunks), i + length
 
@@ -243,7 +243,7 @@ def _packet(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
 def _inflate(body: bytes, limit: int) -> bytes:
     """A Compressed Data packet body, inflated to at most ``limit`` bytes."""
     if not body:
-        raise _Unreadable("empty compressed packet")
+        raise _UnreadableError("empty compressed packet")
     algorithm, data = body[0], body[1:]
     try:
         if algorithm == 0:
@@ -253,11 +253,11 @@ def _inflate(body: bytes, limit: int) -> bytes:
         elif algorithm == 3:
             out = bz2.BZ2Decompressor().decompress(data, limit + 1)
         else:
-            raise _Unreadable(f"unknown compression algorithm {algorithm}")
+            raise _UnreadableError(f"unknown compression algorithm {algorithm}")
     except (zlib.error, OSError, EOFError):
-        raise _Unreadable("compressed data is corrupt") from None
+        raise _UnreadableError("compressed data is corrupt") from None
     if len(out) > limit:
-        raise _Unreadable(f"signed message expands beyond {limit} bytes")
+        raise _UnreadableError(f"signed message expands beyond {limit} bytes")
     return out
 
 
@@ -270,7 +270,7 @@ def _packets(data: bytes) -> list[tuple[int, bytes, bytes]]:
     offset = 0
     while offset < len(data):
         if len(out) >= MAX_PACKETS:
-            raise _Unreadable(f"more than {MAX_PACKETS} OpenPGP packets")
+            raise _UnreadableError(f"more than {MAX_PACKETS} OpenPGP packets")
         tag, body, end = _packet(data, offset)
         out.append((tag, body, data[offset:end]))
         offset = end
@@ -280,7 +280,7 @@ def _packets(data: bytes) -> list[tuple[int, bytes, bytes]]:
 def _only_signatures(data: bytes, what: str) -> bytes:
     packets = _packets(data)
     if not packets or any(tag != _TAG_SIGNATURE for tag, _, _ in packets):
-        raise _Unreadable(f"{what} may hold only signature packets")
+        raise _UnreadableError(f"{what} may hold only signature packets")
     return data
 
 
@@ -292,28 +292,28 @@ def _signed_message(data: bytes) -> bytes:
     packets = _packets(data)
     compressed = [i for i, (tag, _, _) in enumerate(packets) if tag == _TAG_COMPRESSED]
     if len(compressed) > 1:
-        raise _Unreadable("more than one compressed packet")
+        raise _UnreadableError("more than one compressed packet")
     if compressed:
         i = compressed[0]
         inner = _packets(_inflate(packets[i][1], MAX_SIGNED_BYTES))
         if any(tag == _TAG_COMPRESSED for tag, _, _ in inner):
-            raise _Unreadable("nested compression is not accepted")
+            raise _UnreadableError("nested compression is not accepted")
         packets = [*packets[:i], *inner, *packets[i + 1 :]]
     tags = [tag for tag, _, _ in packets]
     if tags.count(_TAG_LITERAL) != 1:
-        raise _Unreadable("a signed message holds exactly one literal data packet")
+        raise _UnreadableError("a signed message holds exactly one literal data packet")
     if any(tag not in (_TAG_ONE_PASS, _TAG_LITERAL, _TAG_SIGNATURE) for tag in tags):
-        raise _Unreadable("unexpected OpenPGP packet in a signed message")
+        raise _UnreadableError("unexpected OpenPGP packet in a signed message")
     literal = tags.index(_TAG_LITERAL)
     before, after = tags[:literal], tags[literal + 1 :]
     if not after and not before:
-        raise _Unreadable("a signed message without a signature")
+        raise _UnreadableError("a signed message without a signature")
     if after and not all(tag == _TAG_SIGNATURE for tag in after):
-        raise _Unreadable("only signatures may follow the literal data")
+        raise _UnreadableError("only signatures may follow the literal data")
     if before and not (
         all(tag == _TAG_ONE_PASS for tag in before) or (not after and all(tag == _TAG_SIGNATURE for tag in before))
     ):
-        raise _Unreadable("malformed signed message")
+        raise _UnreadableError("malformed signed message")
     return b"".join(raw for _, _, raw in packets)
 
 
@@ -321,7 +321,7 @@ def _cleartext_signature(blob: bytes) -> bytes:
     """The signature block of a cleartext-signed message, checked to hold only signature packets."""
     start = blob.find(b"-----BEGIN PGP SIGNATURE-----")
     if start < 0:
-        raise _Unreadable("cleartext-signed message without a signature block")
+        raise _UnreadableError("cleartext-signed message without a signature block")
     return _only_signatures(_dearmor(blob[start:]), "the signature block")
 
 
@@ -338,7 +338,7 @@ def _frame(blob: bytes) -> tuple[str, bytes, bytes]:
     if tag in (_TAG_SIGNATURE, _TAG_COMPRESSED, _TAG_ONE_PASS, _TAG_LITERAL):
         message = _signed_message(binary)
         return "attached", message, message
-    raise _Unreadable(f"OpenPGP packet {tag} does not start a signed message")
+    raise _UnreadableError(f"OpenPGP packet {tag} does not start a signed message")
 
 
 def looks_like_openpgp(signature: bytes) -> bool:
@@ -399,7 +399,7 @@ class PgpChecker:
         try:
             form, data, signature_packets = _frame(entry.signature)
             signatures = _signature_packets(signature_packets)
-        except _Unreadable as exc:
+        except _UnreadableError as exc:
             return f"not a valid OpenPGP signed message: {exc}"
         except Exception as exc:
             return f"not a valid OpenPGP signed message: {_short_error(exc)}"

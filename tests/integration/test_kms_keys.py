@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+import moto.server as moto_server
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,9 +27,6 @@ from tests.integration.attach_support import run_cli
 from tests.support import content
 from tests.support.content import make_image, push_image
 from tests.support.registry import RegistryProcess
-
-boto3 = pytest.importorskip("boto3", reason="boto3 is in the test extra (pyproject.toml)")
-moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the test extra (pyproject.toml)")
 
 REPO = "kms/app"
 ALIAS = "alias/referee-release"

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +37,7 @@ from provider.reference import compute_digest, parse_reference
 from provider.server import protocol
 from provider.server.app import RefereeServer
 from tests.reliability.harness import check_response
+from tests.support.content import cosign_sign_payload
 from tests.support.figures import Figures
 from tests.support.paths import VECTORS
 from tests.support.referee import Pki, provider_request, server_section, write_config
@@ -298,6 +301,12 @@ class Target:
     annotations: Callable[[bytes], dict[str, str]] | None = None
 
 
+_FUZZ_KEY = ec.generate_private_key(ec.SECP256R1())
+_FUZZ_KEY_PEM = (
+    _FUZZ_KEY.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 NOTATION = VECTORS / "notation"
 BUNDLES = VECTORS / "sigstore-bundle" / "cosign-oci-attestation"
 
@@ -307,12 +316,14 @@ def _jws() -> Any:
 
 
 VERIFIER_TARGETS: dict[str, Target] = {
+    # Every fuzzed payload carries a valid signature by the configured key, so the payload parser itself is fuzzed
+    # (a payload under a wrong signature is refused before it is read).
     "cosign signatures": Target(
-        {"name": "v", "type": "cosign", "keys": [str(VECTORS / "cosign" / "keys" / "cosign.pub")]},
+        {"name": "v", "type": "cosign", "keys": [_FUZZ_KEY_PEM]},
         mt.COSIGN_LEGACY_SIGNATURES,
         mt.COSIGN_SIMPLESIGNING,
         _vector("cosign", "key-valid", "payload.json"),
-        annotations=lambda raw: {mt.ANNOTATION_COSIGN_SIGNATURE: base64.b64encode(raw[:64]).decode()},
+        annotations=lambda raw: {mt.ANNOTATION_COSIGN_SIGNATURE: cosign_sign_payload(_FUZZ_KEY, raw)},
     ),
     "Notation JWS envelopes": Target(
         {
