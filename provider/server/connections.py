@@ -7,8 +7,12 @@ request has not become a complete request within ``header_timeout`` of its first
 request is queued or being answered are its body (bounded by the request's deadline) and arm nothing: a kept-alive
 connection is never closed under a request, nor because a body came in its own packet.
 
-The handler also notes when each request's first byte arrived (``request_arrival``): Gatekeeper's timeout runs from
-then, not from when a busy event loop gets round to the request's handler.
+The handler also notes when each request arrived (``request_arrival``): Gatekeeper's timeout runs from then, not from
+when a busy event loop gets round to the request's handler. For a later request on a kept-alive connection that is its
+first byte; for the first request on a new connection it is when the connection was accepted, since the caller's
+clock was running through the TLS handshake too (a handshake delayed by a busy event loop would otherwise eat the
+caller's margin unseen) — unless the caller sent nothing for a while after the handshake (a pre-opened connection),
+then it is the first byte again.
 """
 
 from __future__ import annotations
@@ -24,16 +28,35 @@ from aiohttp.web_server import Server
 
 log = structlog.get_logger("referee.server")
 
+PROMPT_REQUEST = 0.5
+"""A first request whose first byte comes within this long of the TLS handshake's end was sent as soon as the
+connection was up; its time runs from the accept."""
+
 
 class _GuardedHandler(RequestHandler):
-    __slots__ = ("_header_timeout", "_partial_since", "_partial_timer", "request_arrival")
+    __slots__ = ("_accepted", "_connected", "_header_timeout", "_partial_since", "_partial_timer", "request_arrival")
 
     def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # asyncio makes the protocol when it accepts the connection, before the TLS handshake.
+        self._accepted: float | None = self._loop.time()
+        self._connected: float | None = None
         self._header_timeout = header_timeout
         self._partial_since: float | None = None
         self._partial_timer: asyncio.TimerHandle | None = None
         self.request_arrival: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._connected = self._loop.time()
+        super().connection_made(transport)
+
+    def _first_byte_to_arrival(self, first_byte: float) -> float:
+        """The arrival of a request whose first byte came at ``first_byte``: the accept time for a new connection's
+        first request sent right after the handshake (see the module docstring)."""
+        accepted, self._accepted = self._accepted, None
+        if accepted is not None and self._connected is not None and first_byte - self._connected <= PROMPT_REQUEST:
+            return accepted
+        return first_byte
 
     def _serving(self) -> bool:
         """A request is queued or being answered: bytes now are its body, bounded by the request's own deadline."""
@@ -44,7 +67,8 @@ class _GuardedHandler(RequestHandler):
         arrived = self._loop.time()
         super().data_received(data)
         if self._request_count != before:
-            self.request_arrival = arrived if self._partial_since is None else self._partial_since
+            first_byte = arrived if self._partial_since is None else self._partial_since
+            self.request_arrival = self._first_byte_to_arrival(first_byte)
             self._partial_since = None
             self._cancel_partial()
         elif data and self._partial_timer is None and not self._serving():
@@ -76,7 +100,8 @@ class _GuardedServer(Server):
 
 
 def request_arrival(request: web.BaseRequest) -> float:
-    """When the first byte of ``request`` arrived (``time.monotonic()``); now when the connection did not note it."""
+    """When ``request`` arrived (``time.monotonic()``, see the module docstring); now when the connection did not
+    note it."""
     now = time.monotonic()
     arrived = getattr(request.protocol, "request_arrival", None)
     return arrived if isinstance(arrived, float) and arrived <= now else now
