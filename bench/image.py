@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.bench import format_table
+from bench.infra.table import Report
 from tests.support.container import Container, build_image, http_get_status, podman, rss_kib
 from tests.support.referee import Pki
 
@@ -132,7 +132,9 @@ def main() -> int:
     version = subprocess.run(["podman", "--version"], capture_output=True, text=True).stdout.strip()
     print(f"Referee image facts, {now}: {image}, {version}, {platform.machine()}, {len(ready)} runs")
     print(f"build: {build_note}; total {time.monotonic() - started:.1f} s")
-    print(format_table(rows))
+    report = Report()
+    report.rows.extend(rows)
+    print(report.format())
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,6 +75,46 @@ def cache_events(before: Snapshot, after: Snapshot, cache: str) -> dict[str, flo
     }
 
 
+class ClientStalls:
+    """How long the bench's own process stood still while it measured: the worst event-loop lag (a 10 ms timer
+    firing late) and the longest garbage collection. A client latency includes these; Gatekeeper's Go client does
+    not pay Python's, so the deadline rows print them beside a late answer."""
+
+    INTERVAL = 0.01
+
+    def __init__(self) -> None:
+        self.loop_lag = 0.0
+        self.gc_pause = 0.0
+        self._gc_started: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started is not None:
+            self.gc_pause = max(self.gc_pause, time.perf_counter() - self._gc_started)
+            self._gc_started = None
+
+    async def _sample(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.INTERVAL)
+            self.loop_lag = max(self.loop_lag, loop.time() - before - self.INTERVAL)
+
+    def start(self) -> None:
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.ensure_future(self._sample())
+
+    async def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
 @dataclass
 class Phase:
     """What one phase saw: keys answered, wall and CPU time, per-request latencies and metric deltas."""
@@ -85,6 +127,7 @@ class Phase:
     server_cpu: float = 0.0
     client_cpu: float = 0.0
     registry_cpu: float = 0.0
+    client_stalls: ClientStalls = field(default_factory=ClientStalls, repr=False)
     latencies: list[float] = field(default_factory=list)
     registry: dict[str, float] = field(default_factory=dict)
     verdict_cache: dict[str, float] = field(default_factory=dict)
@@ -113,6 +156,8 @@ class Phase:
             "keysPerServerCpuSecond": round(self.keys / self.server_cpu, 1) if self.server_cpu else None,
             "clientCpuSeconds": round(self.client_cpu, 3),
             "registryCpuSeconds": round(self.registry_cpu, 3),
+            "clientLoopLagMaxMs": round(self.client_stalls.loop_lag * 1000, 1),
+            "clientGcPauseMaxMs": round(self.client_stalls.gc_pause * 1000, 1),
             "registryRequests": {k: int(v) for k, v in self.registry.items()},
             "verdictCache": {k: int(v) for k, v in self.verdict_cache.items()},
             "tagCache": {k: int(v) for k, v in self.tag_cache.items()},
@@ -148,9 +193,11 @@ class Measure:
         self._client_cpu0 = self_cpu_seconds()
         self._reg_cpu0 = self._registry_cpu()
         self._started = time.perf_counter()
+        self.phase.client_stalls.start()
         return self.phase
 
     async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        await self.phase.client_stalls.stop()
         if exc_type is not None:
             return
         p = self.phase

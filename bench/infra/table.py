@@ -41,8 +41,13 @@ class Report:
         return value
 
     def deadline(self, name: str, phase: Phase) -> None:
-        """Record the slowest answer of ``phase`` against the Provider timeout it ran under."""
+        """Record the slowest answer of ``phase`` against the Provider timeout it ran under, and how long the bench's
+        own process stood still meanwhile."""
         self.record_deadline(name, phase.deadline or 0.0, phase.latencies)
+        d = self.deadlines[name]
+        stalls = phase.client_stalls
+        d["clientLoopLagMaxS"] = round(max(d.get("clientLoopLagMaxS", 0.0), stalls.loop_lag), 4)
+        d["clientGcPauseMaxS"] = round(max(d.get("clientGcPauseMaxS", 0.0), stalls.gc_pause), 4)
 
     def record_deadline(self, name: str, deadline: float, latencies: list[float]) -> None:
         d = self.deadlines.setdefault(
@@ -53,16 +58,17 @@ class Report:
         d["answersAfterDeadline"] += sum(1 for x in latencies if x > deadline)
 
     def deadline_rows(self) -> None:
-        self.section("deadline: every answer before the Provider timeout")
+        self.section("deadline: every answer before the Provider timeout (bench client's own stalls in brackets)")
         total = 0
         for name, d in self.deadlines.items():
             total += d["answersAfterDeadline"]
-            self.row(
-                f"  {name}: slowest of {d['answers']:,} answers",
-                f"{d['maxAnswerS'] * 1000:,.0f} ms (timeout {d['deadlineS']:g} s), {d['answersAfterDeadline']} late",
-                "0 late",
-                d["answersAfterDeadline"] == 0,
-            )
+            value = f"{d['maxAnswerS'] * 1000:,.0f} ms (timeout {d['deadlineS']:g} s), {d['answersAfterDeadline']} late"
+            if "clientLoopLagMaxS" in d:
+                value += (
+                    f" [client loop lag {d['clientLoopLagMaxS'] * 1000:,.0f} ms,"
+                    f" GC {d['clientGcPauseMaxS'] * 1000:,.0f} ms]"
+                )
+            self.row(f"  {name}: slowest of {d['answers']:,} answers", value, "0 late", d["answersAfterDeadline"] == 0)
         self.figure("answers_after_deadline", total)
         self.figure(
             "max_answer_vs_deadline",

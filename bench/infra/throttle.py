@@ -125,14 +125,15 @@ class _Client(asyncio.Protocol):
             self.connecting = asyncio.ensure_future(self._connect())
 
     async def _connect(self) -> None:
-        assert self.transport is not None
+        downstream = self.transport
+        assert downstream is not None
         loop = asyncio.get_running_loop()
         try:
-            transport, _ = await loop.create_connection(lambda: _Upstream(self.transport), *self.state.upstream)  # type: ignore[arg-type]
+            transport, _ = await loop.create_connection(lambda: _Upstream(downstream), *self.state.upstream)
         except OSError:
-            self.transport.close()
+            downstream.close()
             return
-        self.upstream = transport  # type: ignore[assignment]
+        self.upstream = transport
         for data in self.waiting:
             transport.write(data)
         self.waiting.clear()
