@@ -103,6 +103,8 @@ class ClientStalls:
             self.loop_lag = max(self.loop_lag, loop.time() - before - self.INTERVAL)
 
     def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("ClientStalls already started")
         gc.callbacks.append(self._on_gc)
         self._task = asyncio.ensure_future(self._sample())
 

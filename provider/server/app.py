@@ -43,7 +43,7 @@ from provider.limits import read_limited
 from provider.reference import parse_reference
 from provider.server import protocol
 from provider.server.budget import RECHECK, AnswerCost, LoopLag, work_deadline
-from provider.server.connections import GuardedAppRunner, request_arrival
+from provider.server.connections import GuardedAppRunner, GuardedTCPSite, request_arrival
 from provider.server.reload import ConfigReloader
 from provider.server.tls import ReloadingTLS
 
@@ -88,11 +88,12 @@ async def _read_request(request: web.Request, config: Config) -> protocol.Provid
     return protocol.parse_request(body, config.server.max_keys)
 
 
-async def _read_within(request: web.Request, config: Config, seconds: float) -> protocol.ProviderRequest:
-    """:func:`_read_request` within ``seconds`` (``TimeoutError`` after); no timer when the body has all arrived."""
+async def _read_within(request: web.Request, config: Config, until: float) -> protocol.ProviderRequest:
+    """:func:`_read_request` by ``until`` (``time.monotonic()``; ``TimeoutError`` after), the answer's due time
+    counted from the request's arrival; no timer when the body has all arrived."""
     if request.content.is_eof():
         return await _read_request(request, config)
-    async with asyncio.timeout(seconds):
+    async with asyncio.timeout_at(asyncio.get_running_loop().time() + until - time.monotonic()):
         return await _read_request(request, config)
 
 
@@ -193,7 +194,7 @@ async def handle_verify(request: web.Request) -> web.Response:
     answer_due = config.server.verify_deadline
     endpoint = "verify"
     try:
-        req = await _read_within(request, config, answer_due)
+        req = await _read_within(request, config, started + answer_due)
     except TimeoutError:
         return _rejected(endpoint, started, RequestInvalidError("the request body did not arrive before the deadline"))
     except RequestInvalidError as exc:
@@ -356,7 +357,7 @@ async def handle_mutate(request: web.Request) -> web.Response:
     budget = config.server.mutate_deadline
     endpoint = "mutate"
     try:
-        req = await _read_within(request, config, budget)
+        req = await _read_within(request, config, started + budget)
     except TimeoutError:
         return _rejected(endpoint, started, RequestInvalidError("the request body did not arrive before the deadline"))
     except RequestInvalidError as exc:
@@ -558,15 +559,22 @@ class RefereeServer:
     async def start(self) -> None:
         server = self.state.config.server
         assert self.state.tls is not None
+        header_timeout = max(server.provider_timeout, server.mutate_provider_timeout)
         runner = GuardedAppRunner(
             create_app(self.state),
-            header_timeout=max(server.provider_timeout, server.mutate_provider_timeout),
+            header_timeout=header_timeout,
             access_log=None,
             keepalive_timeout=server.keepalive_timeout,
             shutdown_timeout=server.shutdown_grace,
         )
         await runner.setup()
-        site = web.TCPSite(runner, server.address, server.port, ssl_context=self.state.tls.listening_context)
+        site = GuardedTCPSite(
+            runner,
+            server.address,
+            server.port,
+            ssl_context=self.state.tls.listening_context,
+            handshake_timeout=header_timeout,
+        )
         await site.start()
         self.port = _bound_port(site)
         health = web.AppRunner(create_health_app(self.state), access_log=None, shutdown_timeout=1.0)

@@ -68,6 +68,26 @@ async def test_headers_that_trickle_in_get_the_connection_closed(config_file: Pa
         assert answer.startswith(b"HTTP/1.1 200")
 
 
+async def test_a_tls_handshake_that_never_finishes_gets_the_connection_closed(config_file: Path, pki: Pki) -> None:
+    """asyncio waits 60 s for a TLS handshake by default; Referee waits as long as for a request's headers (the
+    provider timeout, 1 s here), so connections that never say hello cannot pile up."""
+    async with running_referee(config_file, pki) as referee:
+        silent = [await asyncio.open_connection("127.0.0.1", referee.server.port) for _ in range(3)]
+        half = await asyncio.open_connection("127.0.0.1", referee.server.port)
+        half[1].write(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, never finished
+        for reader, writer in [*silent, half]:
+            try:
+                data = await asyncio.wait_for(reader.read(), 8)
+            except TimeoutError:  # before ConnectionError's base OSError, of which TimeoutError is a subclass
+                raise AssertionError("a connection without a finished TLS handshake was held for 8 s") from None
+            except ConnectionError:
+                data = b""
+            assert data == b""
+            writer.close()
+        answer = await _raw(referee.server.port, pki, b"GET /nothing HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200") and b"unknown endpoint" in answer
+
+
 async def test_a_body_that_does_not_decode_gets_a_provider_response(config_file: Path, pki: Pki) -> None:
     garbage = b"\x00\x01 this is not deflate"
     good = zlib.compress(json.dumps(provider_request(["x"])).encode())
