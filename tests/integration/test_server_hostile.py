@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import SignedSet, cosign_config
-from tests.support.referee import Pki, items_by_key, provider_request, running_referee, server_section, write_config
+from tests.support.referee import (
+    Pki,
+    items_by_key,
+    provider_request,
+    read_http_response,
+    running_referee,
+    server_section,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -156,11 +164,7 @@ async def test_a_body_that_has_not_arrived_by_the_deadline_gets_an_answer_in_tim
         )
         await writer.drain()
         # The rest of the body is never sent (nor the connection closed): the answer must come anyway.
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        length = next(
-            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-        )
-        payload = await asyncio.wait_for(reader.readexactly(length), 10)
+        head, payload = await read_http_response(reader)
         writer.close()
         assert head.startswith(b"HTTP/1.1 200"), head
         document = json.loads(payload)

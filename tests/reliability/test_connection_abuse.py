@@ -25,7 +25,14 @@ from tests.reliability.conftest import Launcher
 from tests.reliability.harness import GatekeeperClient, check_response
 from tests.support.content import cosign_sign_legacy, make_image, push_image
 from tests.support.figures import Figures
-from tests.support.referee import Pki, RefereeProcess, cert_without_client_auth, provider_request, server_section
+from tests.support.referee import (
+    Pki,
+    RefereeProcess,
+    cert_without_client_auth,
+    provider_request,
+    read_http_response,
+    server_section,
+)
 from tests.support.registry import RegistryProcess
 
 PROVIDER_TIMEOUT = 1.0
@@ -421,11 +428,7 @@ async def _abuse(served: Served, row: str, figures: Figures) -> None:
 
 
 async def _read_response(reader: asyncio.StreamReader) -> dict[str, Any]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    length = next(
-        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-    )
-    body = await asyncio.wait_for(reader.readexactly(length), 10)
+    _, body = await read_http_response(reader)
     return check_response(json.loads(body))
 
 

@@ -4,6 +4,7 @@ Provider caBundle)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -176,6 +177,15 @@ def server_section(pki: Pki, **overrides: Any) -> dict[str, Any]:
     }
     section.update(overrides)
     return section
+
+
+async def read_http_response(reader: asyncio.StreamReader, timeout: float = 10.0) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response with a ``Content-Length`` read from a raw connection: its head and its body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    return head, await asyncio.wait_for(reader.readexactly(length), timeout)
 
 
 def items_by_key(response: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

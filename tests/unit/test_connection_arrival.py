@@ -15,6 +15,7 @@ import trustme
 from aiohttp import web
 
 from provider.server.connections import PROMPT_REQUEST, GuardedAppRunner, request_arrival
+from tests.support.referee import read_http_response
 
 HANDSHAKE_DELAY = 0.6
 IDLE_AFTER_HANDSHAKE = PROMPT_REQUEST + 0.4
@@ -45,10 +46,8 @@ async def served() -> AsyncIterator[tuple[int, ssl.SSLContext]]:
 async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> float:
     writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
-    return float(await reader.readexactly(length))
+    _, body = await read_http_response(reader)
+    return float(body)
 
 
 async def test_a_prompt_first_request_counts_from_the_accept_not_the_handshake(
